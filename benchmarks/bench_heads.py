@@ -1,0 +1,270 @@
+"""Training cost of each hnm_d2 head mechanism against stock detectron2, side by side.
+
+    python benchmarks/bench_heads.py [--iters 4] [--warmup 2] [--repeats 5] [--threads 1]
+
+Every variant is the same small CPU Faster R-CNN (--config-file, default
+configs/hnm_R18_FPN_cpu.yaml: ResNet-18 FPN, 64 FPN channels, BatchNorm, 128 RoIs and at most
+500 proposals per image), built from the same seed (so with the same weights), trained on the
+same seeded synthetic batches: 4 images of 256x256, one in four without objects, half of them
+flipped, drawn from a pool of 16 image ids so that images come back (the buffer injects).
+
+Time: one iteration is forward + backward + SGD step, inside an EventStorage. The optimizer's
+learning rate is 0, so every variant keeps the same weights at every iteration. Per repeat,
+each variant runs --iters iterations in turn (variants interleaved, so a load change on the
+machine hits them all alike); a variant's figure is the median over repeats of its mean
+iteration time, after --warmup iterations that are not timed.
+
+Memory: each variant runs again in a fresh Python process: --warmup + --iters iterations, and
+the figure is the growth of the process' peak resident set (getrusage ru_maxrss) from just
+before the first iteration to the end, i.e. the extra memory a training iteration needs on
+top of the built model and the batches. The absolute peak RSS of that process is shown too.
+"""
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+import hnm_d2  # noqa: F401  (registers the hnm_d2 classes)
+from hnm_d2.config import add_hnm_config
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "hnm_R18_FPN_cpu.yaml")
+IMAGE_SIZE = 256
+BATCH_SIZE = 4
+POOL_SIZE = 16
+
+STOCK_CLASSES = [
+    "MODEL.META_ARCHITECTURE",
+    "GeneralizedRCNN",
+    "MODEL.PROPOSAL_GENERATOR.NAME",
+    "RPN",
+    "MODEL.ROI_HEADS.NAME",
+    "StandardROIHeads",
+]
+ROI_OHEM = ["MODEL.HNM.ROI_OHEM.ENABLED", "True"]
+RPN_OHEM = ["MODEL.HNM.RPN_OHEM.ENABLED", "True", "MODEL.HNM.RPN_OHEM.NEG_POS_RATIO", "3.0"]
+BUFFER = ["MODEL.HNM.BUFFER.ENABLED", "True"]
+BG_WEIGHT = ["MODEL.HNM.ROI_BG_WEIGHT", "0.5", "MODEL.HNM.RPN_BG_WEIGHT", "0.5"]
+# name -> config options on top of --config-file (whose classes are the hnm_d2 ones).
+VARIANTS = {
+    "stock detectron2": STOCK_CLASSES,
+    "hnm_d2, all off": [],
+    "ROI OHEM": ROI_OHEM,
+    "RPN OHEM": RPN_OHEM,
+    "buffer": BUFFER,
+    "bg down-weighting": BG_WEIGHT,
+    "all together": ROI_OHEM + RPN_OHEM + BUFFER + BG_WEIGHT,
+}
+
+
+def build_cfg(config_file, options):
+    cfg = get_cfg()
+    add_hnm_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + options)
+    return cfg
+
+
+def build_seeded_model(config_file, variant):
+    torch.manual_seed(0)
+    model = build_model(build_cfg(config_file, VARIANTS[variant]))
+    model.train()
+    # lr 0: the step runs (its cost counts) but the weights stay those of the seeded build.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+    return model, optimizer
+
+
+def synthetic_image(generator):
+    """A textured 256x256 image with 0-3 bright boxes (0 for a quarter of the images)."""
+    image = torch.rand(3, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 96
+    has_objects = torch.rand(1, generator=generator).item() >= 0.25
+    num_boxes = int(torch.randint(1, 4, (1,), generator=generator)) if has_objects else 0
+    boxes = []
+    for _ in range(num_boxes):
+        x0, y0 = torch.randint(0, IMAGE_SIZE - 64, (2,), generator=generator).tolist()
+        w, h = torch.randint(16, 64, (2,), generator=generator).tolist()
+        image[:, y0 : y0 + h, x0 : x0 + w] += 128
+        boxes.append([x0, y0, x0 + w, y0 + h])
+    instances = Instances((IMAGE_SIZE, IMAGE_SIZE))
+    instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    instances.gt_classes = torch.zeros(num_boxes, dtype=torch.int64)
+    return image, instances
+
+
+def synthetic_batches(num_batches, seed=0):
+    """Batches of 4 inputs, as the hnm_d2 mapper makes them, from a pool of 16 image ids."""
+    generator = torch.Generator().manual_seed(seed)
+    pool = [synthetic_image(generator) for _ in range(POOL_SIZE)]
+    batches = []
+    for _ in range(num_batches):
+        ids = torch.randperm(POOL_SIZE, generator=generator)[:BATCH_SIZE].tolist()
+        batch = []
+        for image_id in ids:
+            image, instances = pool[image_id]
+            flip = torch.rand(1, generator=generator).item() < 0.5
+            if flip:
+                image, instances = image.flip(-1), flipped(instances)
+            tfm = T.HFlipTransform(IMAGE_SIZE) if flip else T.NoOpTransform()
+            batch.append(
+                {
+                    "image": image,
+                    "instances": instances,
+                    "image_id": image_id,
+                    "transforms": T.TransformList([tfm]),
+                }
+            )
+        batches.append(batch)
+    return batches
+
+
+def flipped(instances):
+    boxes = instances.gt_boxes.tensor
+    mirrored = torch.stack(
+        [IMAGE_SIZE - boxes[:, 2], boxes[:, 1], IMAGE_SIZE - boxes[:, 0], boxes[:, 3]], dim=1
+    )
+    result = Instances(instances.image_size, gt_classes=instances.gt_classes)
+    result.gt_boxes = Boxes(mirrored)
+    return result
+
+
+def train_step(model, optimizer, batch):
+    losses = model(batch)
+    optimizer.zero_grad()
+    sum(losses.values()).backward()
+    optimizer.step()
+
+
+def time_variants(config_file, args):
+    """Median over repeats of each variant's mean iteration time, in seconds."""
+    models = {name: build_seeded_model(config_file, name) for name in VARIANTS}
+    batches = synthetic_batches(args.warmup + args.iters * args.repeats)
+    storages = {name: EventStorage() for name in VARIANTS}
+
+    def run(name, batch_slice):
+        model, optimizer = models[name]
+        storage = storages[name]
+        with storage:
+            start = time.perf_counter()
+            for batch in batch_slice:
+                train_step(model, optimizer, batch)
+                storage.step()
+            return (time.perf_counter() - start) / max(len(batch_slice), 1)
+
+    for name in VARIANTS:
+        run(name, batches[: args.warmup])
+    per_repeat = {name: [] for name in VARIANTS}
+    for r in range(args.repeats):
+        start = args.warmup + r * args.iters
+        for name in VARIANTS:
+            per_repeat[name].append(run(name, batches[start : start + args.iters]))
+    notes = {name: _notes(storages[name]) for name in VARIANTS}
+    return {name: statistics.median(times) for name, times in per_repeat.items()}, notes
+
+
+def _notes(storage):
+    """What the mechanisms did, from their hnm/ scalars (averaged over the run)."""
+    histories = storage.histories()
+    shown = [
+        ("hnm/ohem_kept_neg", "OHEM neg/img"),
+        ("hnm/rpn_ohem_neg", "RPN neg/img"),
+        ("hnm/buffer_size", "buffer size"),
+        ("hnm/buffer_injected", "injected/img"),
+    ]
+    return ", ".join(
+        f"{label} {histories[key].avg(len(histories[key].values())):.1f}"
+        for key, label in shown
+        if key in histories
+    )
+
+
+def memory_probe(config_file, variant, args):
+    """Run in a fresh process: peak RSS growth over the training iterations, in MiB."""
+    model, optimizer = build_seeded_model(config_file, variant)
+    batches = synthetic_batches(args.warmup + args.iters)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with EventStorage() as storage:
+        for batch in batches:
+            train_step(model, optimizer, batch)
+            storage.step()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"growth_mib": (after - before) / 1024, "peak_mib": after / 1024}
+
+
+def measure_memory(config_file, variant, args):
+    command = [
+        sys.executable,
+        __file__,
+        "--config-file",
+        config_file,
+        "--iters",
+        str(args.iters),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
+        "--memory-probe",
+        variant,
+    ]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def print_table(times, memory, notes):
+    stock = "stock detectron2"
+    rows = [
+        "| variant | s/iter | time vs stock | peak RSS growth (MiB) | vs stock | peak RSS (MiB) "
+        "| what the mechanism did (mean per iteration) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in VARIANTS:
+        rows.append(
+            f"| {name} | {times[name]:.3f} | {times[name] / times[stock]:.3f}x "
+            f"| {memory[name]['growth_mib']:.0f} "
+            f"| {memory[name]['growth_mib'] / memory[stock]['growth_mib']:.3f}x "
+            f"| {memory[name]['peak_mib']:.0f} | {notes[name]} |"
+        )
+    print("\n".join(rows))
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config-file", default=os.path.normpath(DEFAULT_CONFIG))
+    parser.add_argument("--iters", type=int, default=4, help="timed iterations per repeat")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--memory-probe", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    logging.disable(logging.WARNING)  # detectron2's build-time notes would clutter the table
+    if args.memory_probe:
+        print(json.dumps(memory_probe(args.config_file, args.memory_probe, args)))
+        return
+    times, notes = time_variants(args.config_file, args)
+    memory = {name: measure_memory(args.config_file, name, args) for name in VARIANTS}
+    print(
+        f"{args.config_file}, batch {BATCH_SIZE} x {IMAGE_SIZE}x{IMAGE_SIZE}, "
+        f"{args.threads} thread(s), {args.repeats} repeats x {args.iters} iterations "
+        f"after {args.warmup} warm-up"
+    )
+    print_table(times, memory, notes)
+
+
+if __name__ == "__main__":
+    main()

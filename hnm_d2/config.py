@@ -1,0 +1,163 @@
+"""Config keys of hnm_d2: ``add_hnm_config(cfg)`` and their validation.
+
+Every key defaults to "off": a config with these keys at their defaults builds exactly what
+stock detectron2 builds and trains with the same losses. Values are validated when the model
+or data loader is built (``validate_hnm_config``), so a bad value fails before training starts
+with a message that names the key, the value and the allowed range.
+"""
+import math
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_hnm_config", "validate_hnm_config", "HNMConfigError"]
+
+
+class HNMConfigError(ValueError):
+    """A config value outside its allowed range."""
+
+
+def add_hnm_config(cfg):
+    """Add the hnm_d2 keys to ``cfg`` in place (never to detectron2's global defaults)."""
+    _add_model_keys(cfg)
+    _add_data_keys(cfg)
+    _add_eval_keys(cfg)
+    _add_mining_keys(cfg)
+    return cfg
+
+
+def _add_model_keys(cfg):
+    cfg.MODEL.HNM = CN()
+
+    # OHEM over RoIs (Shrivastava et al. 2016): rank all proposals by loss in a read-only
+    # pass, suppress overlapping ones by NMS over the loss ranking, train on the top-B.
+    cfg.MODEL.HNM.ROI_OHEM = CN()
+    cfg.MODEL.HNM.ROI_OHEM.ENABLED = False
+    # B per image; 0 means MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE.
+    cfg.MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE = 0
+    # IoU above which a lower-loss RoI is suppressed by a higher-loss one; 1.0 = no NMS.
+    cfg.MODEL.HNM.ROI_OHEM.NMS_THRESH = 0.7
+    # Share of the B slots reserved for the hardest positives (0 = pure loss ranking).
+    cfg.MODEL.HNM.ROI_OHEM.MIN_POSITIVE_FRACTION = 0.0
+
+    # OHEM over RPN anchors: the hardest negatives by objectness loss replace random ones.
+    cfg.MODEL.HNM.RPN_OHEM = CN()
+    cfg.MODEL.HNM.RPN_OHEM.ENABLED = False
+    # At most this many negatives per positive anchor of an image (max(#pos, 1) on negative
+    # images); 0 = no cap, negatives fill the rest of MODEL.RPN.BATCH_SIZE_PER_IMAGE.
+    cfg.MODEL.HNM.RPN_OHEM.NEG_POS_RATIO = 0.0
+
+    # Hard-negative buffer: background boxes the model scored high, kept per image id across
+    # iterations and re-injected as background proposals when the image comes back.
+    cfg.MODEL.HNM.BUFFER = CN()
+    cfg.MODEL.HNM.BUFFER.ENABLED = False
+    # A background RoI is stored when its foreground score (1 - P(background)) is >= this.
+    cfg.MODEL.HNM.BUFFER.SCORE_THRESH = 0.5
+    cfg.MODEL.HNM.BUFFER.PER_IMAGE = 16  # boxes kept per image (lowest score evicted)
+    cfg.MODEL.HNM.BUFFER.CAPACITY = 4096  # boxes kept in total per process
+    # An entry not confirmed hard again within this many iterations is dropped.
+    cfg.MODEL.HNM.BUFFER.MAX_AGE = 1000
+    # Share of an image's background quota guaranteed to its buffered boxes.
+    cfg.MODEL.HNM.BUFFER.BG_SHARE = 0.25
+    # Boxes with IoU above this with a better-scored buffered box of the same image are
+    # merged into it, so near-copies do not fill the per-image slots.
+    cfg.MODEL.HNM.BUFFER.DEDUP_IOU = 0.7
+
+    # Background down-weighting: the background terms of the RoI classification loss and of
+    # the RPN objectness loss are multiplied by these; 1.0 = stock loss, exactly.
+    cfg.MODEL.HNM.ROI_BG_WEIGHT = 1.0
+    cfg.MODEL.HNM.RPN_BG_WEIGHT = 1.0
+
+    # Softmax focal loss for the RoI classifier; GAMMA 0 is plain cross-entropy.
+    cfg.MODEL.HNM.ROI_FOCAL = CN()
+    cfg.MODEL.HNM.ROI_FOCAL.ENABLED = False
+    cfg.MODEL.HNM.ROI_FOCAL.GAMMA = 2.0
+
+
+def _add_data_keys(cfg):
+    cfg.HNM = CN()
+    cfg.HNM.DATA = CN()
+    # What the mapper does with an invalid annotation (zero/negative area, NaN/inf, outside
+    # the image, unknown category): "error" raises naming file, image id, index and values;
+    # "drop" removes it, logs a warning naming it and counts it in EventStorage.
+    cfg.HNM.DATA.INVALID_ANNOTATIONS = "error"
+    # Share of negative (annotation-free) images in each training batch, drawn by
+    # NegativeShareTrainingSampler; -1 = the dataset's natural share (stock sampler).
+    cfg.HNM.DATA.NEGATIVE_FRACTION = -1.0
+
+
+def _add_eval_keys(cfg):
+    cfg.HNM.EVAL = CN()
+    # Score thresholds at which NegativeImageEvaluator counts false alarms.
+    cfg.HNM.EVAL.SCORE_THRESHOLDS = [0.05, 0.3, 0.5, 0.7]
+
+
+def _add_mining_keys(cfg):
+    # Image-level mining loop (python -m hnm_d2.mine); command-line flags override these.
+    cfg.HNM.MINING = CN()
+    cfg.HNM.MINING.POOL = ()  # registered datasets of negative candidate images
+    cfg.HNM.MINING.ROUNDS = 0
+    # Images added per round: >= 1 is a count, in (0, 1) a fraction of the training set.
+    cfg.HNM.MINING.PER_ROUND = 0.15
+    cfg.HNM.MINING.ITERS_PER_ROUND = 0  # 0 = SOLVER.MAX_ITER
+    cfg.HNM.MINING.FROM_SCRATCH = False  # False = warm start from the previous round
+    cfg.HNM.MINING.SCORE_BATCH_SIZE = 4  # images per forward pass when scoring the pool
+
+
+_RANGES = {
+    # key: (check, allowed range in words)
+    "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": (lambda v: v >= 0, "an integer >= 0"),
+    "MODEL.HNM.ROI_OHEM.NMS_THRESH": (lambda v: 0 < v <= 1, "(0, 1]"),
+    "MODEL.HNM.ROI_OHEM.MIN_POSITIVE_FRACTION": (lambda v: 0 <= v <= 1, "[0, 1]"),
+    "MODEL.HNM.RPN_OHEM.NEG_POS_RATIO": (lambda v: v >= 0, ">= 0"),
+    "MODEL.HNM.BUFFER.SCORE_THRESH": (lambda v: 0 <= v <= 1, "[0, 1]"),
+    "MODEL.HNM.BUFFER.PER_IMAGE": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.HNM.BUFFER.CAPACITY": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.HNM.BUFFER.MAX_AGE": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.HNM.BUFFER.BG_SHARE": (lambda v: 0 <= v <= 1, "[0, 1]"),
+    "MODEL.HNM.BUFFER.DEDUP_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
+    "MODEL.HNM.ROI_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
+    "MODEL.HNM.RPN_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
+    "MODEL.HNM.ROI_FOCAL.GAMMA": (lambda v: v >= 0, ">= 0"),
+    "HNM.DATA.INVALID_ANNOTATIONS": (lambda v: v in ("error", "drop"), "'error' or 'drop'"),
+    "HNM.DATA.NEGATIVE_FRACTION": (lambda v: v == -1 or 0 <= v <= 1, "-1 (natural) or [0, 1]"),
+    "HNM.EVAL.SCORE_THRESHOLDS": (
+        lambda v: len(v) > 0 and all(0 <= t <= 1 for t in v),
+        "a non-empty list of scores in [0, 1]",
+    ),
+    "HNM.MINING.ROUNDS": (lambda v: v >= 0, "an integer >= 0"),
+    "HNM.MINING.PER_ROUND": (lambda v: v > 0, "> 0 (a count >= 1 or a fraction in (0, 1))"),
+    "HNM.MINING.ITERS_PER_ROUND": (lambda v: v >= 0, "an integer >= 0"),
+    "HNM.MINING.SCORE_BATCH_SIZE": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+def _lookup(cfg, dotted_key):
+    node = cfg
+    for part in dotted_key.split("."):
+        node = node[part]
+    return node
+
+
+def _is_finite_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_hnm_config(cfg, prefix=""):
+    """Check every hnm_d2 key under ``prefix`` ("" = all); raise HNMConfigError on the first bad one.
+
+    Called from the ``from_config`` of the classes that read the keys, so a bad value fails
+    when the model or loader is built, not hours into training.
+    """
+    for key, (check, allowed) in _RANGES.items():
+        if not key.startswith(prefix):
+            continue
+        try:
+            value = _lookup(cfg, key)
+        except KeyError:
+            raise HNMConfigError(
+                f"Config key {key} is missing: call hnm_d2.add_hnm_config(cfg) before "
+                "merge_from_file, so the hnm_d2 keys exist."
+            ) from None
+        numeric = not isinstance(value, (str, list, tuple))
+        if (numeric and not _is_finite_number(value)) or not check(value):
+            raise HNMConfigError(f"{key} = {value!r} is invalid: allowed is {allowed}.")

@@ -1,0 +1,57 @@
+"""Data path of hnm_d2: registration of datasets with negative images, annotation checks, the
+negative-aware mapper, the negative-share sampler, the train loader and synthetic data."""
+
+from .build import build_hnm_train_loader
+from .datasets import (
+    IMAGE_EXTENSIONS,
+    add_registration_arguments,
+    load_coco_with_negatives,
+    load_negative_folder,
+    load_voc_with_negatives,
+    name_id_offset,
+    register_coco_with_negatives,
+    register_from_args,
+    register_negative_folder,
+    register_voc,
+)
+from .mapper import INVALID_ANNOTATION_POLICIES, ImageReadError, NegativeAwareDatasetMapper
+from .sampler import NegativeShareTrainingSampler, build_training_sampler
+from .subsets import SUBSET_KINDS, is_negative_image, register_subset
+from .synthetic import DEFAULT_SPLIT_SIZES, generate_synthetic_coco, register_synthetic_splits
+from .validation import (
+    BOUNDARY_TOLERANCE_PX,
+    MAX_DEGENERATE_AREA_PX,
+    InvalidAnnotationError,
+    describe_annotation,
+    find_annotation_problem,
+)
+
+__all__ = [
+    "BOUNDARY_TOLERANCE_PX",
+    "DEFAULT_SPLIT_SIZES",
+    "IMAGE_EXTENSIONS",
+    "INVALID_ANNOTATION_POLICIES",
+    "ImageReadError",
+    "InvalidAnnotationError",
+    "MAX_DEGENERATE_AREA_PX",
+    "NegativeAwareDatasetMapper",
+    "NegativeShareTrainingSampler",
+    "SUBSET_KINDS",
+    "add_registration_arguments",
+    "build_hnm_train_loader",
+    "build_training_sampler",
+    "describe_annotation",
+    "find_annotation_problem",
+    "generate_synthetic_coco",
+    "is_negative_image",
+    "load_coco_with_negatives",
+    "load_negative_folder",
+    "load_voc_with_negatives",
+    "name_id_offset",
+    "register_coco_with_negatives",
+    "register_from_args",
+    "register_negative_folder",
+    "register_subset",
+    "register_synthetic_splits",
+    "register_voc",
+]

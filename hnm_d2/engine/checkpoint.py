@@ -1,0 +1,105 @@
+"""A DetectionCheckpointer whose files are written atomically and read with clear errors.
+
+detectron2 writes a checkpoint straight to its final name: a process killed while saving leaves
+a truncated ``model_XXXX.pth`` that ``last_checkpoint`` may point to, and ``--resume`` then dies
+in torch.load with an unzip error. Here every file the checkpointer writes (the checkpoint and
+the ``last_checkpoint`` tag) goes to a temporary file in the same directory, is flushed to disk,
+then renamed over the final name: a reader sees the old file or the new one, never half of one.
+"""
+import os
+import pickle
+import tempfile
+import zipfile
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = ["AtomicDetectionCheckpointer", "CheckpointError"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used: truncated, corrupt, or of another model."""
+
+
+class _AtomicFile:
+    """A file opened for writing that replaces ``path`` only when closed without error."""
+
+    def __init__(self, path, mode):
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, self._tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+        self._file = os.fdopen(fd, mode)
+        self._path = path
+
+    def __enter__(self):
+        return self._file
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp_path, self._path)
+        else:
+            self._file.close()
+            os.unlink(self._tmp_path)
+        return False
+
+
+class _AtomicWritesPathManager:
+    """Wraps an iopath PathManager: local files opened for writing are written atomically."""
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def open(self, path, mode="r", **kwargs):
+        if "w" in mode and "://" not in str(path):
+            return _AtomicFile(path, mode)
+        return self._path_manager.open(path, mode, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._path_manager, name)
+
+
+class AtomicDetectionCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer with atomic writes and a clear error for an unusable file.
+
+    Loading raises :class:`CheckpointError` naming the file when it is truncated or not a
+    checkpoint, and when it shares no parameter with the model (a checkpoint of another model:
+    detectron2 would only warn and go on with random weights).
+    """
+
+    def __init__(self, model, save_dir="", **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.path_manager = _AtomicWritesPathManager(self.path_manager)
+        self._current_file = None  # the file being loaded, for error messages
+
+    def _torch_load(self, f):
+        try:
+            return super()._torch_load(f)
+        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            raise CheckpointError(
+                f"Checkpoint {f} cannot be read ({type(e).__name__}: {e}). It is truncated "
+                "or not a torch checkpoint: point MODEL.WEIGHTS at a complete .pth file, or, "
+                "when resuming, delete it and edit OUTPUT_DIR/last_checkpoint to name the "
+                "previous checkpoint."
+            ) from e
+
+    def _load_model(self, checkpoint):
+        # Keys as fvcore matches them: without the "module." of a DDP-wrapped model.
+        checkpoint_keys = {
+            k[len("module.") :] if k.startswith("module.") else k for k in checkpoint["model"]
+        }
+        incompatible = super()._load_model(checkpoint)
+        model_keys = set(self.model.state_dict())
+        shared = model_keys & checkpoint_keys
+        if model_keys and checkpoint_keys and not shared:
+            raise CheckpointError(
+                f"Checkpoint {self._current_file} shares no parameter with the model "
+                f"({len(checkpoint_keys)} keys such as {sorted(checkpoint_keys)[:3]}; the model "
+                f"expects keys such as {sorted(model_keys)[:3]}): it belongs to another model. "
+                "Point MODEL.WEIGHTS at a checkpoint of this architecture."
+            )
+        return incompatible
+
+    def _load_file(self, filename):
+        self._current_file = filename
+        return super()._load_file(filename)

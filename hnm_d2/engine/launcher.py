@@ -1,0 +1,109 @@
+"""The launcher's pieces shared by train_net.py and ``python -m hnm_d2.mine``."""
+import json
+import logging
+import os
+
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..config import add_hnm_config
+from ..data import add_registration_arguments, register_from_args, register_synthetic_splits
+
+__all__ = [
+    "hnm_argument_parser",
+    "prepare_datasets",
+    "register_datasets",
+    "setup",
+    "log_summary",
+    "save_results",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def hnm_argument_parser(epilog=None):
+    """detectron2's default parser plus the dataset registration flags."""
+    parser = default_argument_parser(epilog)
+    add_registration_arguments(parser)
+    parser.add_argument(
+        "--synthetic",
+        metavar="DIR",
+        help="generate (once) the embedded synthetic dataset under DIR and register "
+        "synthetic_train, synthetic_test and synthetic_pool",
+    )
+    return parser
+
+
+def prepare_datasets(args):
+    """Work that must happen once, in the launching process, before workers start.
+
+    Generating the synthetic images here keeps two worker processes from writing the same
+    files at the same time; the workers then only register what is on disk.
+    """
+    if args.synthetic:
+        register_synthetic_splits(args.synthetic)
+
+
+def register_datasets(args):
+    """Register the datasets named on the command line; runs in every worker process.
+
+    detectron2's ``launch`` starts workers with the spawn method, so registrations made in the
+    launching process do not reach them: each worker registers for itself.
+    """
+    register_from_args(args)
+    if args.synthetic:
+        register_synthetic_splits(args.synthetic)
+
+
+def setup(args):
+    """Config with the hnm_d2 keys, merged from ``--config-file`` and the command-line opts."""
+    cfg = get_cfg()
+    add_hnm_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    # detectron2's setup configures its own loggers only; hnm_d2's go to the same places.
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hnm_d2")
+    return cfg
+
+
+def log_summary(results):
+    """One line per test set: AP on positive images and false alarms on negative images.
+
+    Args:
+        results: what DefaultTrainer.test returns: the evaluator's dict for a single test set,
+            or a dict of them keyed by dataset name.
+    """
+    if not results:
+        return
+    per_dataset = results if "negatives" not in results else {"test": results}
+    for name, res in per_dataset.items():
+        positives = res.get("bbox_positives", {})
+        negatives = res.get("negatives", {})
+        logger.info(
+            "Summary [%s]: AP %.1f / AP50 %.1f on positive images; false alarms per negative "
+            "image at score 0.5: %s; negative images with any alarm at 0.5: %s",
+            name,
+            positives.get("AP", float("nan")),
+            positives.get("AP50", float("nan")),
+            negatives.get("fa_per_image@0.5", "n/a"),
+            negatives.get("images_with_fa@0.5", "n/a"),
+        )
+
+
+def save_results(results, output_dir, filename="results.json"):
+    """Write the evaluation results as JSON (main process), for scripts that compare runs.
+
+    Written to a temporary file first and renamed, so a reader never sees half a file.
+    """
+    if not results:
+        return None
+    path = os.path.join(output_dir, filename)
+    os.makedirs(output_dir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(results, f, indent=2, default=float)  # numpy scalars as floats
+    os.replace(path + ".tmp", path)
+    return path

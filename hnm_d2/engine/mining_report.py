@@ -1,0 +1,244 @@
+"""What the mining loop writes for people to read: JSON files and matplotlib plots (PNG).
+
+Every file is written to a temporary file in its own directory and renamed over its final name,
+so a reader (or a resumed run) sees the previous complete file or the new one, never half of one.
+Plots are drawn on matplotlib's Agg canvas directly: no pyplot, no global backend switch.
+"""
+import contextlib
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from detectron2.data.detection_utils import read_image
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.visualizer import Visualizer
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "MiningStateError",
+    "write_json_atomically",
+    "read_json",
+    "round_metrics",
+    "build_report",
+    "plot_curves",
+    "plot_mined_images",
+]
+
+# The mined-image grid shows at most this many images (the hardest first): enough to see what
+# the detector confuses with objects, small enough to stay legible.
+MAX_IMAGES_DRAWN = 16
+TILE_PIXELS = 384  # longer side of each drawn image
+
+
+class MiningStateError(RuntimeError):
+    """A file under OUTPUT_DIR/mining that cannot be used to resume."""
+
+
+def _to_builtin(value):
+    # numpy scalars (image ids, metrics) are not JSON serializable as such.
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} {value!r} is not JSON serializable")
+
+
+def _replace_atomically(path, write):
+    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # Same directory, so the rename is atomic; the pid keeps two writers apart.
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp_path, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
+        raise
+
+
+def write_json_atomically(path, data):
+    """Write ``data`` as indented JSON to ``path``, atomically.
+
+    Args:
+        path (str): the JSON file; its directory is created when missing.
+        data: JSON-serializable data; numpy scalars are converted, NaN is written as NaN.
+    """
+    text = json.dumps(data, indent=2, default=_to_builtin)
+    _replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def read_json(path):
+    """The content of a JSON file written by :func:`write_json_atomically`, or None if absent.
+
+    Raises:
+        MiningStateError: the file exists but is not valid JSON.
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise MiningStateError(
+            f"{path} is not valid JSON ({e}). It was not written by hnm_d2.mine, or was edited: "
+            "delete it to redo the step it records, then run the same command again."
+        ) from e
+
+
+def _metrics_by_threshold(negatives, prefix):
+    # "fa_per_image@0.5" -> {"0.5": value}
+    return {k.split("@", 1)[1]: v for k, v in negatives.items() if k.startswith(prefix + "@")}
+
+
+def round_metrics(eval_results):
+    """The figures the report follows across rounds, per test set.
+
+    Args:
+        eval_results (dict): test dataset name -> NegativeImageEvaluator results.
+
+    Returns:
+        dict: test dataset name -> {"AP", "AP50" (COCO AP on the positive images, None when
+        not computed), "fa_per_image" and "images_with_fa" (threshold -> value, on the
+        negative images)}.
+    """
+    metrics = {}
+    for dataset_name, results in eval_results.items():
+        positives = results.get("bbox_positives", {})
+        negatives = results.get("negatives", {})
+        metrics[dataset_name] = {
+            "AP": positives.get("AP"),
+            "AP50": positives.get("AP50"),
+            "fa_per_image": _metrics_by_threshold(negatives, "fa_per_image"),
+            "images_with_fa": _metrics_by_threshold(negatives, "images_with_fa"),
+        }
+    return metrics
+
+
+def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
+    """The content of report.json.
+
+    Args:
+        round_summaries (list[dict]): the round_K.json contents of the rounds done, in order.
+        pool (Sequence[str]): the pool's dataset names.
+        rounds_requested (int): mining rounds asked for (round 0 not counted).
+        stop_reason (str or None): why mining ended before ``rounds_requested``.
+
+    Returns:
+        dict: "pool", "rounds_requested", "rounds_done", "stop_reason" and "rounds": per round
+        "round", "images_added", "train_size", "pool_size" (images left after the round),
+        "training_dir" and "metrics" (see :func:`round_metrics`).
+    """
+    return {
+        "pool": list(pool),
+        "rounds_requested": rounds_requested,
+        "rounds_done": len(round_summaries) - 1,
+        "stop_reason": stop_reason,
+        "rounds": [
+            {
+                "round": s["round"],
+                "images_added": len(s["added"]),
+                "train_size": s["train_size"],
+                "pool_size": s["pool_size_after"],
+                "training_dir": s["training_dir"],
+                "metrics": round_metrics(s["eval"]),
+            }
+            for s in round_summaries
+        ],
+    }
+
+
+def _as_number(value):
+    return float("nan") if value is None else value
+
+
+def _series(report, dataset_name, pick):
+    """Per round, ``pick(metrics of dataset_name)``; NaN (a gap) where a round lacks it."""
+    values = []
+    for r in report["rounds"]:
+        metrics = r["metrics"].get(dataset_name)
+        values.append(_as_number(pick(metrics)) if metrics else float("nan"))
+    return values
+
+
+def _save_figure(figure, path):
+    FigureCanvasAgg(figure)
+    _replace_atomically(path, lambda f: figure.savefig(f, format="png", dpi=100))
+
+
+def plot_curves(report, path):
+    """Plot AP on positive images and false alarms per negative image against the round.
+
+    Args:
+        report (dict): :func:`build_report` output.
+        path (str): the PNG file to write.
+    """
+    rounds = [r["round"] for r in report["rounds"]]
+    dataset_names = sorted({name for r in report["rounds"] for name in r["metrics"]})
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    ap_axes, fa_axes = figure.subplots(1, 2)
+    for name in dataset_names:
+        for key in ("AP", "AP50"):
+            ap_axes.plot(rounds, _series(report, name, lambda m: m[key]), "o-", label=f"{key} {name}")
+        thresholds = sorted(
+            {t for r in report["rounds"] for t in r["metrics"].get(name, {}).get("fa_per_image", {})},
+            key=float,
+        )
+        for t in thresholds:
+            values = _series(report, name, lambda m: m["fa_per_image"].get(t))
+            fa_axes.plot(rounds, values, "o-", label=f"score >= {t} {name}")
+    ap_axes.set(title="COCO AP on positive test images", xlabel="round", ylabel="AP")
+    fa_axes.set(
+        title="False alarms per negative test image", xlabel="round", ylabel="detections / image"
+    )
+    for axes in (ap_axes, fa_axes):
+        axes.set_xticks(rounds)
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend(fontsize=8)
+    _save_figure(figure, path)
+
+
+def _drawn_detections(image, detections, metadata):
+    """The image (H, W, 3 RGB) with its detections drawn by detectron2's Visualizer."""
+    instances = Instances(
+        image.shape[:2],
+        pred_boxes=Boxes(torch.tensor(detections["boxes"], dtype=torch.float32).reshape(-1, 4)),
+        scores=torch.tensor(detections["scores"], dtype=torch.float32),
+        pred_classes=torch.tensor(detections["classes"], dtype=torch.int64),
+    )
+    # Every tile is drawn at the same size, so the labels are legible whatever the image size.
+    scale = TILE_PIXELS / max(image.shape[:2])
+    visualizer = Visualizer(image, metadata, scale=scale)
+    return visualizer.draw_instance_predictions(instances).get_image()
+
+
+def plot_mined_images(images, metadata, path, title):
+    """A grid of mined images, hardest first, each with the detections that got it chosen.
+
+    Args:
+        images (list[dict]): selection entries with "file_name", "score" and "detections"
+            ("boxes" XYXY_ABS, "scores", "classes"), hardest first; the first
+            ``MAX_IMAGES_DRAWN`` are drawn.
+        metadata (Metadata): for the class names on the labels.
+        path (str): the PNG file to write.
+        title (str): the figure's title.
+    """
+    shown = images[:MAX_IMAGES_DRAWN]
+    columns = math.ceil(math.sqrt(len(shown)))
+    rows = math.ceil(len(shown) / columns)
+    figure = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.4), layout="constrained")
+    figure.suptitle(title)
+    for index, entry in enumerate(shown):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        image = read_image(entry["file_name"], format="RGB")
+        axes.imshow(_drawn_detections(image, entry["detections"], metadata))
+        axes.set_title(
+            f"{os.path.basename(entry['file_name'])}\nmax score {entry['score']:.3f}", fontsize=8
+        )
+        axes.axis("off")
+    _save_figure(figure, path)

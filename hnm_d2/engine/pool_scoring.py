@@ -1,0 +1,137 @@
+"""Scoring a pool of candidate images with a detector, and choosing the hardest of them.
+
+An image's *hardness* is its highest detection score: on a negative image every detection is a
+false alarm, and the most confident one is what the detector gets most wrong. An image without
+any detection (none above ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``) has nothing to learn from and
+is never chosen.
+
+Distributed: every process scores its own shard of the pool (detectron2's ``InferenceSampler``
+splits it); the per-image records are gathered on the main process, which alone ranks and
+selects. The ranking and selection are pure functions of those records.
+"""
+import math
+
+import torch
+from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.evaluation import inference_context
+from detectron2.utils import comm
+from tqdm import tqdm
+
+__all__ = ["score_pool", "image_record", "rank_by_score", "images_per_round", "select_hardest"]
+
+# Detections kept per image, best first. Only the ranking score is needed to choose images; the
+# few best boxes are kept so the mined images can be drawn later without running the model again.
+KEPT_DETECTIONS = 5
+
+
+def image_record(dataset_dict, instances):
+    """What scoring remembers about one image.
+
+    Args:
+        dataset_dict (dict): the image's dataset record; "file_name" and "image_id" are read.
+        instances (Instances): the model's detections on it, in original image coordinates,
+            with fields pred_boxes (R, 4), scores (R,) and pred_classes (R,).
+
+    Returns:
+        dict: "file_name", "image_id", "score" (the highest detection score, or None without
+        detections) and "detections" (the best ``KEPT_DETECTIONS``: "boxes" as XYXY_ABS lists,
+        "scores", "classes").
+    """
+    scores = instances.scores.detach().cpu()
+    kept = scores.argsort(descending=True)[:KEPT_DETECTIONS]
+    return {
+        "file_name": dataset_dict["file_name"],
+        "image_id": dataset_dict["image_id"],
+        "score": float(scores.max()) if len(scores) else None,
+        "detections": {
+            "boxes": instances.pred_boxes.tensor.detach().cpu()[kept].tolist(),
+            "scores": scores[kept].tolist(),
+            "classes": instances.pred_classes.detach().cpu()[kept].tolist(),
+        },
+    }
+
+
+def score_pool(model, pool_dicts, cfg, description="Scoring pool"):
+    """Run the detector on every pool image, sharded across processes, batched.
+
+    Must be called on every process: the records are gathered with a collective call.
+
+    Args:
+        model (nn.Module): a detectron2 detector; it is put in eval mode for the duration.
+        pool_dicts (list[dict]): the dataset records of the images to score, in the same order
+            on every process.
+        cfg (CfgNode): test-time input settings (INPUT.*), DATALOADER.NUM_WORKERS and
+            HNM.MINING.SCORE_BATCH_SIZE (images per forward pass).
+        description (str): label of the progress bar (main process only).
+
+    Returns:
+        list[dict]: on the main process, one :func:`image_record` per pool image in pool order;
+        an empty list on the other processes.
+    """
+    loader = build_detection_test_loader(
+        pool_dicts,
+        mapper=DatasetMapper(cfg, is_train=False),
+        batch_size=cfg.HNM.MINING.SCORE_BATCH_SIZE,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
+    records = []
+    progress = tqdm(loader, desc=description, unit="batch", disable=not comm.is_main_process())
+    with inference_context(model), torch.no_grad():
+        for inputs in progress:
+            outputs = model(inputs)
+            records.extend(image_record(x, y["instances"]) for x, y in zip(inputs, outputs))
+    # InferenceSampler gives each rank a contiguous slice in rank order: concatenating the
+    # gathered lists restores the pool order.
+    return [record for rank_records in comm.gather(records, dst=0) for record in rank_records]
+
+
+def rank_by_score(records):
+    """Images with a detection, hardest first.
+
+    Args:
+        records (list[dict]): :func:`image_record` outputs.
+
+    Returns:
+        list[dict]: the records whose "score" is not None, by decreasing score; equal scores
+        are ordered by file name, so the ranking does not depend on how the pool was sharded.
+    """
+    detected = [r for r in records if r["score"] is not None]
+    return sorted(detected, key=lambda r: (-r["score"], r["file_name"]))
+
+
+def images_per_round(per_round, train_size):
+    """How many images a round adds.
+
+    Args:
+        per_round (float): HNM.MINING.PER_ROUND: a whole count >= 1, or a fraction in (0, 1)
+            of the current training set.
+        train_size (int): images in the current training set.
+
+    Returns:
+        int: the count itself, or the fraction of ``train_size`` rounded half up, at least 1.
+
+    Raises:
+        ValueError: a count >= 1 that is not a whole number.
+    """
+    if per_round >= 1:
+        if per_round != int(per_round):
+            raise ValueError(
+                f"HNM.MINING.PER_ROUND (--per-round) = {per_round} is neither a whole count nor "
+                "a fraction: give a whole number of images >= 1, or a fraction in (0, 1) of the "
+                "training set."
+            )
+        return int(per_round)
+    return max(1, math.floor(per_round * train_size + 0.5))
+
+
+def select_hardest(records, count):
+    """The ``count`` hardest images (fewer when fewer have a detection).
+
+    Args:
+        records (list[dict]): :func:`image_record` outputs of the remaining pool.
+        count (int): images wanted.
+
+    Returns:
+        list[dict]: at most ``count`` records, hardest first; never one without a detection.
+    """
+    return rank_by_score(records)[:count]

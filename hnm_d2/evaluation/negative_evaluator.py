@@ -1,0 +1,312 @@
+"""False alarms on negative images, beside COCO AP: ``NegativeImageEvaluator``.
+
+A *negative image* is a dataset record whose "annotations" list is empty or missing
+(``hnm_d2.data.is_negative_image``). An image whose only annotations are crowd regions
+(``iscrowd=1``) is *not* negative: it shows objects, and COCO ignores detections on a crowd
+region instead of counting them as false positives. Every image that is not negative is
+*positive*.
+
+``evaluate()`` returns detectron2's ``task -> {metric: float}`` format with three groups:
+
+* ``"bbox"``: COCO AP on the whole test set. Negative images hold no ground truth, so each
+  detection on them is a false positive that lowers precision.
+* ``"bbox_positives"``: COCO AP on the positive images alone (the derived dataset
+  ``"<dataset_name>_positives"``), the figure comparable with a test set without negatives.
+* ``"negatives"``: ``"num_images"`` (negative images evaluated) and, per score threshold t,
+  ``"fa_per_image@t"`` (detections with score >= t per negative image) and
+  ``"images_with_fa@t"`` (the *fraction* in [0, 1], not percent, of negative images with at
+  least one such detection). With no negative image evaluated the per-threshold values are
+  NaN, detectron2's "cannot be computed".
+
+Distributed: each rank keeps its own predictions; ``evaluate()`` gathers them on the main
+process, which alone returns results (the other ranks return ``{}``), as ``COCOEvaluator`` does.
+"""
+
+import logging
+import os
+from collections import OrderedDict
+
+import detectron2.utils.comm as comm
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+from tabulate import tabulate
+
+from ..config import validate_hnm_config
+from ..data.subsets import is_negative_image, register_subset
+
+__all__ = [
+    "NegativeImageEvaluator",
+    "build_negative_evaluator",
+    "positive_subset_name",
+    "count_detections_at_thresholds",
+    "summarize_false_alarms",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def positive_subset_name(dataset_name):
+    """Name of the derived dataset that holds the positive images of ``dataset_name``."""
+    return f"{dataset_name}_positives"
+
+
+def count_detections_at_thresholds(scores, thresholds):
+    """Number of detections scored at or above each threshold.
+
+    Args:
+        scores (Tensor): shape (N,), the detection scores of one image.
+        thresholds (Sequence[float]): score thresholds.
+
+    Returns:
+        tuple[int]: one count per threshold, in the order of ``thresholds``.
+    """
+    return tuple(int((scores >= t).sum()) for t in thresholds)
+
+
+def summarize_false_alarms(counts_per_image, thresholds):
+    """The "negatives" metrics from per-image detection counts.
+
+    Args:
+        counts_per_image (dict): image_id -> tuple of detection counts on that negative image,
+            one per threshold (see :func:`count_detections_at_thresholds`).
+        thresholds (Sequence[float]): the thresholds the counts were taken at.
+
+    Returns:
+        dict[str, float]: "num_images", then per threshold t "fa_per_image@t" (detections per
+        negative image) and "images_with_fa@t" (fraction of negative images with a detection).
+    """
+    num_images = len(counts_per_image)
+    summary = {"num_images": float(num_images)}
+    for index, threshold in enumerate(thresholds):
+        counts = [image_counts[index] for image_counts in counts_per_image.values()]
+        summary[f"fa_per_image@{threshold:g}"] = _ratio(sum(counts), num_images)
+        summary[f"images_with_fa@{threshold:g}"] = _ratio(sum(c > 0 for c in counts), num_images)
+    return summary
+
+
+def _false_alarm_table(summary, thresholds):
+    """The per-threshold metrics of :func:`summarize_false_alarms` as a table, one row per
+    threshold (one wide row of 2 x thresholds columns would not fit a log line).
+
+    Returns:
+        str: a pipe table with the columns "score >=", "fa_per_image", "images_with_fa".
+    """
+    rows = [
+        (f"{t:g}", summary[f"fa_per_image@{t:g}"], summary[f"images_with_fa@{t:g}"])
+        for t in thresholds
+    ]
+    return tabulate(
+        rows,
+        headers=["score >=", "fa_per_image", "images_with_fa"],
+        tablefmt="pipe",
+        floatfmt=".3f",
+        numalign="center",
+    )
+
+
+def _ratio(numerator, denominator):
+    # With no negative image there is no rate: NaN (detectron2's "cannot be computed"), not 0,
+    # which would read as a perfect score.
+    return numerator / denominator if denominator else float("nan")
+
+
+class NegativeImageEvaluator(DatasetEvaluator):
+    """COCO AP on all images and on the positive ones, and false alarms on the negative ones.
+
+    Composes two detectron2 ``COCOEvaluator``: one on ``dataset_name`` (negatives included) and
+    one on the derived dataset ``"<dataset_name>_positives"``, fed only the positive images. See
+    the module docstring for the result keys.
+    """
+
+    def __init__(
+        self,
+        dataset_name,
+        output_dir=None,
+        score_thresholds=(0.05, 0.3, 0.5, 0.7),
+        distributed=True,
+        tasks=("bbox",),
+    ):
+        """
+        Args:
+            dataset_name (str): registered dataset; every record needs an "image_id".
+            output_dir (str or None): where COCOEvaluator dumps predictions and converted COCO
+                JSON; the positive subset uses ``<output_dir>/positives``. Required when the
+                dataset has positive images.
+            score_thresholds (Sequence[float]): thresholds in [0, 1] at which false alarms are
+                counted (score >= t); duplicates are dropped and the rest sorted.
+            distributed (bool): gather predictions from all ranks and return results on the
+                main process only; False evaluates what this process saw.
+            tasks (tuple[str]): COCO tasks, passed to COCOEvaluator.
+        """
+        self._dataset_name = dataset_name
+        self._thresholds = _checked_thresholds(score_thresholds)
+        self._distributed = distributed
+        self._negative_ids, self._positive_ids = _split_image_ids(dataset_name)
+        if not self._negative_ids:
+            logger.warning(
+                "Dataset '%s' has no negative image (a record with empty or missing "
+                "'annotations'): the 'negatives' metrics will be NaN.",
+                dataset_name,
+            )
+        self._all_images = COCOEvaluator(
+            dataset_name, tasks=tasks, distributed=distributed, output_dir=output_dir
+        )
+        self._positive_images = self._build_positives_evaluator(tasks, output_dir)
+        self.reset()
+
+    def _build_positives_evaluator(self, tasks, output_dir):
+        subset_name = positive_subset_name(self._dataset_name)
+        if not self._positive_ids:
+            logger.warning(
+                "Dataset '%s' has no positive image (every record's 'annotations' is empty or "
+                "missing): 'bbox_positives' is skipped.",
+                self._dataset_name,
+            )
+            return None
+        if output_dir is None:
+            raise ValueError(
+                f"NegativeImageEvaluator('{self._dataset_name}') needs output_dir: the positive "
+                f"images are evaluated as the derived dataset '{subset_name}', which "
+                "COCOEvaluator converts to COCO JSON there. Pass output_dir, e.g. "
+                "os.path.join(cfg.OUTPUT_DIR, 'inference')."
+            )
+        return COCOEvaluator(
+            register_subset(subset_name, self._dataset_name, "positives"),
+            tasks=tasks,
+            distributed=self._distributed,
+            # Its own folder: its predictions dump and converted JSON must not overwrite
+            # those of the whole-set evaluator.
+            output_dir=os.path.join(output_dir, "positives"),
+        )
+
+    def reset(self):
+        self._all_images.reset()
+        if self._positive_images is not None:
+            self._positive_images.reset()
+        # image_id -> detection counts per threshold; keyed by id so that an image processed
+        # twice (e.g. a padded distributed sampler) is counted once.
+        self._negative_counts = {}
+
+    def process(self, inputs, outputs):
+        """Feed a batch to the whole-set evaluator, its positives to the subset evaluator, and
+        count detections on its negatives.
+
+        Args:
+            inputs (list[dict]): model inputs, each with "image_id".
+            outputs (list[dict]): model outputs; those with "instances" (pred_boxes, scores,
+                pred_classes) are counted, others (proposals only) are left to COCOEvaluator.
+        """
+        self._all_images.process(inputs, outputs)
+        if self._positive_images is not None:
+            positive = [k for k, x in enumerate(inputs) if x["image_id"] in self._positive_ids]
+            self._positive_images.process(
+                [inputs[k] for k in positive], [outputs[k] for k in positive]
+            )
+        for x, output in zip(inputs, outputs):
+            if x["image_id"] in self._negative_ids and "instances" in output:
+                self._negative_counts[x["image_id"]] = count_detections_at_thresholds(
+                    output["instances"].scores, self._thresholds
+                )
+
+    def evaluate(self):
+        """Gather (when distributed) and compute all metrics.
+
+        Returns:
+            OrderedDict: "bbox", "bbox_positives" (one ``<task>_positives`` per task) and
+            "negatives" on the main process; ``{}`` on the other ranks, and ``{}`` when nothing
+            was processed (COCOEvaluator has warned about it).
+        """
+        # Every rank must run the same collective calls in the same order: both COCOEvaluators
+        # gather, then the negative counts are gathered.
+        results = OrderedDict(self._all_images.evaluate())
+        if self._positive_images is not None:
+            for task, metrics in self._positive_images.evaluate().items():
+                results[f"{task}_positives"] = metrics
+        negative_counts = self._gather_negative_counts()
+        if self._distributed and not comm.is_main_process():
+            return {}
+        if not results and not negative_counts:
+            return {}
+        self._warn_if_negatives_missing(negative_counts)
+        results["negatives"] = summarize_false_alarms(negative_counts, self._thresholds)
+        logger.info(
+            "False alarms on the %d negative images of '%s':\n%s",
+            len(negative_counts),
+            self._dataset_name,
+            _false_alarm_table(results["negatives"], self._thresholds),
+        )
+        return results
+
+    def _gather_negative_counts(self):
+        if not self._distributed:
+            return dict(self._negative_counts)
+        comm.synchronize()
+        merged = {}
+        # gather returns [] on the other ranks; an image seen by two ranks is merged by its id.
+        for rank_counts in comm.gather(self._negative_counts, dst=0):
+            merged.update(rank_counts)
+        return merged
+
+    def _warn_if_negatives_missing(self, negative_counts):
+        if len(negative_counts) < len(self._negative_ids):
+            logger.warning(
+                "Only %d of the %d negative images of '%s' were evaluated: the 'negatives' "
+                "metrics cover those alone.",
+                len(negative_counts),
+                len(self._negative_ids),
+                self._dataset_name,
+            )
+
+
+def _checked_thresholds(score_thresholds):
+    thresholds = sorted({float(t) for t in score_thresholds})
+    if not thresholds or not all(0 <= t <= 1 for t in thresholds):
+        raise ValueError(
+            f"score_thresholds = {list(score_thresholds)!r} is invalid: give a non-empty list of "
+            "scores in [0, 1] (config key HNM.EVAL.SCORE_THRESHOLDS)."
+        )
+    return tuple(thresholds)
+
+
+def _split_image_ids(dataset_name):
+    """The image ids of the negative and of the positive records of a registered dataset.
+
+    Returns:
+        tuple[set, set]: (negative image ids, positive image ids).
+    """
+    negative_ids, positive_ids = set(), set()
+    for index, record in enumerate(DatasetCatalog.get(dataset_name)):
+        if "image_id" not in record:
+            raise ValueError(
+                f"Dataset '{dataset_name}', record {index} ({record.get('file_name', '?')}): "
+                "field 'image_id' is missing. Give every record a unique image_id: predictions "
+                "are matched to images by it."
+            )
+        if is_negative_image(record):
+            negative_ids.add(record["image_id"])
+        else:
+            positive_ids.add(record["image_id"])
+    return negative_ids, positive_ids
+
+
+def build_negative_evaluator(cfg, dataset_name, output_dir=None):
+    """A NegativeImageEvaluator configured by ``cfg.HNM.EVAL``.
+
+    Args:
+        cfg (CfgNode): a config with the hnm_d2 keys (``add_hnm_config``).
+        dataset_name (str): registered test dataset.
+        output_dir (str or None): None means ``<cfg.OUTPUT_DIR>/inference``, where detectron2's
+            train_net puts its evaluators' files.
+
+    Returns:
+        NegativeImageEvaluator
+
+    Raises:
+        HNMConfigError: HNM.EVAL.SCORE_THRESHOLDS is missing or out of range.
+    """
+    validate_hnm_config(cfg, prefix="HNM.EVAL")
+    if output_dir is None:
+        output_dir = os.path.join(cfg.OUTPUT_DIR, "inference")
+    return NegativeImageEvaluator(
+        dataset_name, output_dir=output_dir, score_thresholds=cfg.HNM.EVAL.SCORE_THRESHOLDS
+    )

@@ -1,0 +1,123 @@
+"""``python -m hnm_d2.mine`` (console script ``hnm-mine``): image-level hard negative mining.
+
+    python -m hnm_d2.mine --config-file configs/hnm_R18_FPN_cpu.yaml \
+        --synthetic output/mining/data --negative-pool synthetic_pool \
+        --rounds 3 --per-round 0.15 --iters-per-round 150 \
+        DATASETS.TRAIN '("synthetic_train",)' DATASETS.TEST '("synthetic_test",)' \
+        OUTPUT_DIR output/mining
+
+Round 0 trains on DATASETS.TRAIN; each of the --rounds mining rounds scores the pool with the
+last model, adds the --per-round highest-scored pool images to the training set and retrains;
+every round is evaluated on DATASETS.TEST. Reports and plots go to OUTPUT_DIR/mining/ (see
+:mod:`hnm_d2.engine.mining`).
+
+Takes every flag of train_net.py (--num-gpus, --register-*, --synthetic, config opts) but
+--eval-only. The run always resumes from OUTPUT_DIR, so --resume changes nothing: the same
+command again continues an interrupted run, and again with a larger --rounds mines further.
+"""
+import argparse
+
+from detectron2.engine import launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from .engine.launcher import hnm_argument_parser, prepare_datasets, register_datasets, setup
+from .engine.mining import run_mining
+
+__all__ = ["mining_argument_parser", "mining_opts", "mine", "main"]
+
+
+def mining_argument_parser():
+    """train_net.py's parser plus the mining flags; each overrides its HNM.MINING key."""
+    parser = hnm_argument_parser(epilog=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    group = parser.add_argument_group("mining (hnm_d2.mine); unset flags keep HNM.MINING.*")
+    group.add_argument(
+        "--negative-pool",
+        nargs="+",
+        metavar="NAME",
+        help="registered datasets of candidate negative images (HNM.MINING.POOL)",
+    )
+    group.add_argument(
+        "--rounds", type=int, help="mining rounds after round 0 (HNM.MINING.ROUNDS)"
+    )
+    group.add_argument(
+        "--per-round",
+        type=float,
+        help="images added per round: a count >= 1, or a fraction in (0, 1) of the current "
+        "training set (HNM.MINING.PER_ROUND)",
+    )
+    group.add_argument(
+        "--iters-per-round",
+        type=int,
+        help="training iterations of each round; 0 = SOLVER.MAX_ITER. SOLVER.STEPS and "
+        "WARMUP_ITERS are scaled to match (HNM.MINING.ITERS_PER_ROUND)",
+    )
+    group.add_argument(
+        "--from-scratch",
+        action="store_true",
+        default=None,
+        help="train every round from MODEL.WEIGHTS instead of the previous round's weights "
+        "(HNM.MINING.FROM_SCRATCH)",
+    )
+    return parser
+
+
+_FLAG_KEYS = {
+    "negative_pool": "HNM.MINING.POOL",
+    "rounds": "HNM.MINING.ROUNDS",
+    "per_round": "HNM.MINING.PER_ROUND",
+    "iters_per_round": "HNM.MINING.ITERS_PER_ROUND",
+    "from_scratch": "HNM.MINING.FROM_SCRATCH",
+}
+
+
+def mining_opts(args):
+    """The mining flags given on the command line as config opts (KEY, value, ...).
+
+    They come after the config file and the positional opts, so a flag wins over both.
+    """
+    opts = []
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            opts += [key, tuple(value) if flag == "negative_pool" else value]
+    return opts
+
+
+def mine(args):
+    """One process's work: register the datasets, build the config, run the mining loop.
+
+    Returns:
+        dict: the mining report (see :func:`hnm_d2.engine.mining.run_mining`).
+    """
+    register_datasets(args)
+    cfg = setup(argparse.Namespace(**{**vars(args), "opts": args.opts + mining_opts(args)}))
+    # detectron2's setup configures its own loggers only: the loop's messages (rounds, images
+    # added, why mining stopped) go to the console and OUTPUT_DIR/log.txt through this one.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hnm_d2")
+    return run_mining(cfg)
+
+
+def main(argv=None):
+    """Parse ``argv`` (default: the command line) and run the mining loop on --num-gpus processes."""
+    parser = mining_argument_parser()
+    args = parser.parse_args(argv)
+    if args.eval_only:
+        parser.error(
+            "--eval-only is not a mining option: evaluate a round's weights with "
+            "train_net.py --eval-only MODEL.WEIGHTS OUTPUT_DIR/mining/round_K/model_final.pth"
+        )
+    prepare_datasets(args)
+    launch(
+        mine,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""hnm_d2's detectron2 components; importing this package registers them.
+
+- ``HNMRCNN`` (META_ARCH_REGISTRY): GeneralizedRCNN that passes image ids to the ROI heads.
+- ``HNMRPN`` (PROPOSAL_GENERATOR_REGISTRY): RPN with OHEM over anchors, background weight.
+- ``HNMROIHeads`` (ROI_HEADS_REGISTRY): StandardROIHeads with OHEM over RoIs and the
+  hard-negative buffer, predictor ``HNMFastRCNNOutputLayers`` (background weight, focal loss).
+"""
+
+from .buffer import HardNegativeBuffer, image_key
+from .fast_rcnn import HNMFastRCNNOutputLayers
+from .meta_arch import HNMRCNN
+from .roi_heads import HNMROIHeads
+from .rpn import HNMRPN
+
+__all__ = [
+    "HNMRCNN",
+    "HNMRPN",
+    "HNMROIHeads",
+    "HNMFastRCNNOutputLayers",
+    "HardNegativeBuffer",
+    "image_key",
+]

@@ -1,0 +1,430 @@
+"""HNMROIHeads: StandardROIHeads with OHEM over RoIs and the hard-negative buffer.
+
+Everything is off by default, and off means stock: the overrides hand over to ``super()``.
+
+OHEM (MODEL.HNM.ROI_OHEM, Shrivastava et al. 2016): in training every proposal (gt boxes
+appended as usual) is labelled, none is sampled at random; the box head scores all of them
+without gradients, :func:`select_hard_rois` keeps the top-B by loss after NMS over the loss
+ranking, and the stock ``losses()`` runs on the kept RoIs only, so both losses are divided by
+the number of KEPT RoIs (the paper's normaliser).
+
+Hard-negative buffer (MODEL.HNM.BUFFER): background proposals the box head scored as objects
+are stored per image (:class:`HardNegativeBuffer`, original image coordinates) and come back as
+extra background proposals when the image is sampled again. Without OHEM they are guaranteed
+BG_SHARE of the image's background quota; with OHEM they simply join the candidates that OHEM
+ranks (a box still hard is kept by its loss, one no longer hard is not forced in).
+"""
+
+import contextlib
+import logging
+from typing import Dict, List, NamedTuple, Optional
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.utils.events import get_event_storage
+from detectron2.utils.logger import log_first_n
+from torch.nn import functional as F
+
+from ..config import HNMConfigError, validate_hnm_config
+from .buffer import HardNegativeBuffer, image_key
+from .fast_rcnn import HNMFastRCNNOutputLayers
+from .ohem import select_hard_rois
+
+__all__ = ["HNMROIHeads"]
+
+# Stock sampling with this budget and positive fraction 1 hands over every labelled proposal.
+_SAMPLE_EVERY_PROPOSAL = 2**31 - 1
+
+
+class ImageVisit(NamedTuple):
+    """The images of the current training batch, as HNMRCNN passes them to the heads.
+
+    Attributes:
+        image_ids (list): the dataset image id of each image (None if the input had none).
+        keys (list[int or None]): buffer key of each image (None: the input had no image_id).
+        transforms (list[TransformList or None]): the augmentation applied to each image
+            (None = identity).
+    """
+
+    image_ids: list
+    keys: List[Optional[int]]
+    transforms: list
+
+
+@ROI_HEADS_REGISTRY.register()
+class HNMROIHeads(StandardROIHeads):
+    """StandardROIHeads with OHEM over RoIs, the hard-negative buffer, and the
+    :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        ohem_enabled: bool = False,
+        ohem_batch_size_per_image: int = 512,
+        ohem_nms_thresh: float = 0.7,
+        ohem_min_positive_fraction: float = 0.0,
+        hard_negative_buffer: Optional[HardNegativeBuffer] = None,
+        buffer_bg_share: float = 0.25,
+        **kwargs,
+    ):
+        """
+        Args:
+            ohem_enabled (bool): train the box head on the hardest RoIs (OHEM).
+            ohem_batch_size_per_image (int): B, RoIs kept per image by OHEM.
+            ohem_nms_thresh (float): IoU of the NMS over the loss ranking (1.0 = none).
+            ohem_min_positive_fraction (float): share of B reserved for foreground RoIs.
+            hard_negative_buffer (HardNegativeBuffer or None): None = no buffer.
+            buffer_bg_share (float): share of an image's background quota guaranteed to its
+                buffered boxes (without OHEM).
+            kwargs: the arguments of :class:`StandardROIHeads`.
+        """
+        super().__init__(**kwargs)
+        self.ohem_enabled = ohem_enabled
+        self.ohem_batch_size_per_image = ohem_batch_size_per_image
+        self.ohem_nms_thresh = ohem_nms_thresh
+        self.ohem_min_positive_fraction = ohem_min_positive_fraction
+        self.hard_negative_buffer = hard_negative_buffer
+        self.buffer_bg_share = buffer_bg_share
+        self._visit: Optional[ImageVisit] = None
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        validate_hnm_config(cfg, prefix="MODEL.HNM")
+        ret = super().from_config(cfg, input_shape)
+        ret.update(cls._ohem_args(cfg, ret["batch_size_per_image"]))
+        ret.update(cls._buffer_args(cfg))
+        return ret
+
+    @classmethod
+    def _ohem_args(cls, cfg, stock_batch_size_per_image):
+        ohem = cfg.MODEL.HNM.ROI_OHEM
+        if not ohem.ENABLED:
+            return {}
+        _check_ohem_compatible(cfg)
+        return {
+            "ohem_enabled": True,
+            "ohem_batch_size_per_image": ohem.BATCH_SIZE_PER_IMAGE or stock_batch_size_per_image,
+            "ohem_nms_thresh": ohem.NMS_THRESH,
+            "ohem_min_positive_fraction": ohem.MIN_POSITIVE_FRACTION,
+            # OHEM samples by loss, so the stock sampler must label and hand over every
+            # proposal: an unbounded budget that positives may fill entirely.
+            "batch_size_per_image": _SAMPLE_EVERY_PROPOSAL,
+            "positive_fraction": 1.0,
+        }
+
+    @classmethod
+    def _buffer_args(cls, cfg):
+        buffer = cfg.MODEL.HNM.BUFFER
+        if not buffer.ENABLED:
+            return {}
+        return {
+            "hard_negative_buffer": HardNegativeBuffer(
+                capacity=buffer.CAPACITY,
+                per_image=buffer.PER_IMAGE,
+                max_age=buffer.MAX_AGE,
+                dedup_iou=buffer.DEDUP_IOU,
+                score_thresh=buffer.SCORE_THRESH,
+            ),
+            "buffer_bg_share": buffer.BG_SHARE,
+        }
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        ret = super()._init_box_head(cfg, input_shape)
+        predictor = HNMFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
+        # Start from the stock predictor's initial weights, so that a seeded build of this
+        # model has the weights of a seeded stock build.
+        predictor.load_state_dict(ret["box_predictor"].state_dict())
+        ret["box_predictor"] = predictor
+        return ret
+
+    @contextlib.contextmanager
+    def visiting(self, image_ids: list, transforms: list):
+        """Tell the heads which images the training batch inside this context holds.
+
+        Args:
+            image_ids (list): the dataset image id (int or str, or None) of each image.
+            transforms (list): the TransformList applied to each image (None = identity).
+        """
+        if any(i is None for i in image_ids):
+            log_first_n(
+                logging.WARNING,
+                "Training inputs without 'image_id': the hard-negative buffer skips them.",
+                n=1,
+            )
+        keys = [None if i is None else image_key(i) for i in image_ids]
+        self._visit = ImageVisit(list(image_ids), keys, list(transforms))
+        try:
+            yield
+        finally:
+            self._visit = None
+
+    def _current_visit(self) -> ImageVisit:
+        if self._visit is None:
+            raise RuntimeError(
+                "MODEL.HNM.BUFFER.ENABLED needs the image ids of the training batch: use "
+                "MODEL.META_ARCHITECTURE 'HNMRCNN' (or call roi_heads.visiting(...))."
+            )
+        return self._visit
+
+    @torch.no_grad()
+    def label_and_sample_proposals(
+        self, proposals: List[Instances], targets: List[Instances]
+    ) -> List[Instances]:
+        """Stock labelling and sampling, plus each image's buffered hard negatives.
+
+        Args:
+            proposals (list[Instances]): per image, fields proposal_boxes, objectness_logits.
+            targets (list[Instances]): per image, gt_boxes and gt_classes (maybe empty).
+
+        Returns:
+            list[Instances]: the training proposals (see the stock method).
+        """
+        if self.hard_negative_buffer is None:
+            return super().label_and_sample_proposals(proposals, targets)
+        visit = self._current_visit()
+        self.hard_negative_buffer.expire(get_event_storage().iter)
+        buffered = [
+            self._buffered_proposals(key, tfm, p)
+            for key, tfm, p in zip(visit.keys, visit.transforms, proposals)
+        ]
+        if self.ohem_enabled:
+            proposals = [Instances.cat([p, b]) for p, b in zip(proposals, buffered)]
+            sampled = super().label_and_sample_proposals(proposals, targets)
+            num_injected = [len(b) for b in buffered]
+        else:
+            sampled = super().label_and_sample_proposals(proposals, targets)
+            sampled, num_injected = zip(
+                *[self._inject(s, b, t) for s, b, t in zip(sampled, buffered, targets)]
+            )
+        get_event_storage().put_scalar("hnm/buffer_injected", float(np.mean(num_injected)))
+        return list(sampled)
+
+    def _buffered_proposals(self, key, transforms, proposals: Instances) -> Instances:
+        """The buffered boxes of one image as proposals in this visit's coordinates.
+
+        Returns:
+            Instances: fields proposal_boxes and objectness_logits (the logit of the buffered
+            score: these boxes come from the box head, not the RPN), best score first.
+        """
+        if key is None:
+            boxes, scores = torch.zeros(0, 4), torch.zeros(0)
+        else:
+            boxes, scores = self.hard_negative_buffer.boxes_of(key)
+        device = proposals.proposal_boxes.device
+        boxes = Boxes(_to_visit(boxes, transforms).to(device))
+        boxes.clip(proposals.image_size)
+        keep = boxes.nonempty()
+        return Instances(
+            proposals.image_size,
+            proposal_boxes=boxes[keep],
+            objectness_logits=torch.logit(scores, eps=1e-6).to(device)[keep],
+        )
+
+    def _inject(self, sampled: Instances, buffered: Instances, targets: Instances):
+        """Give one image's buffered boxes their BG_SHARE of the background quota.
+
+        min(#buffered, floor(BG_SHARE * (B - #fg))) buffered boxes, best first, take the
+        free slots of a short batch, then replace the last sampled background proposals
+        (the stock sampler puts foreground first and background in random order after).
+
+        Returns:
+            (Instances, int): the training proposals of the image, the boxes injected.
+        """
+        if len(buffered) == 0:
+            return sampled, 0
+        buffered = self._label_background(buffered, targets)
+        num_fg = int((sampled.gt_classes != self.num_classes).sum())
+        quota = int(self.buffer_bg_share * (self.batch_size_per_image - num_fg))
+        num_injected = min(len(buffered), quota)
+        num_free = self.batch_size_per_image - len(sampled)
+        num_replaced = max(0, num_injected - num_free)
+        kept = sampled[: len(sampled) - num_replaced]
+        return Instances.cat([kept, buffered[:num_injected]]), num_injected
+
+    def _label_background(self, buffered: Instances, targets: Instances) -> Instances:
+        """Match buffered boxes to the gt boxes as proposals are matched; keep the background.
+
+        A box the matcher no longer calls background (label 0) is no hard negative at this
+        visit, so it is left out. The gt_* fields are filled as the stock labelling fills
+        them, so the result concatenates with the sampled proposals.
+        """
+        match_quality = pairwise_iou(targets.gt_boxes, buffered.proposal_boxes)
+        matched_idxs, matched_labels = self.proposal_matcher(match_quality)
+        is_background = matched_labels == 0
+        labelled = buffered[is_background]
+        labelled.gt_classes = torch.full_like(matched_idxs[is_background], self.num_classes)
+        if len(targets) > 0:
+            for name, value in targets.get_fields().items():
+                if name.startswith("gt_") and not labelled.has(name):
+                    labelled.set(name, value[matched_idxs[is_background]])
+        return labelled
+
+    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """Stock box branch; in training with OHEM or the buffer, see the module docstring."""
+        if not self.training or not (self.ohem_enabled or self.hard_negative_buffer is not None):
+            return super()._forward_box(features, proposals)
+        if self.ohem_enabled:
+            losses, proposals, scores = self._forward_box_ohem(features, proposals)
+            boxes = [p.proposal_boxes for p in proposals]
+        else:
+            # Taken before the stock branch may replace them (TRAIN_ON_PRED_BOXES).
+            boxes = [p.proposal_boxes for p in proposals]
+            with _recording_outputs(self.box_predictor) as outputs:
+                losses = super()._forward_box(features, proposals)
+            scores = outputs[0][0]
+        self._remember_hard_negatives(boxes, [p.gt_classes for p in proposals], scores)
+        return losses
+
+    def _forward_box_ohem(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """OHEM box branch: rank every proposal by loss without gradients, train on the top-B.
+
+        The RoI features of all proposals are pooled once, with gradients; the kept rows are
+        indexed out of them for the training pass, so there is no second ROIAlign.
+
+        Returns:
+            dict: loss_cls, loss_box_reg from the predictor's stock ``losses()`` on the kept
+                RoIs (each divided by the number of kept RoIs).
+            list[Instances]: the kept proposals of each image.
+            Tensor: class scores of the kept RoIs, shape (K_total, num_classes + 1).
+        """
+        box_features = [features[f] for f in self.box_in_features]
+        pooled = self.box_pooler(box_features, [p.proposal_boxes for p in proposals])
+        with torch.no_grad():
+            ranking_predictions = self.box_predictor(self.box_head(pooled))
+            per_roi_losses = self.box_predictor.per_roi_losses(ranking_predictions, proposals)
+        keep = self._select_hard_rois(proposals, per_roi_losses)
+        kept = [p[k] for p, k in zip(proposals, keep)]
+        predictions = self.box_predictor(self.box_head(pooled[_batch_rows(keep, proposals)]))
+        return self.box_predictor.losses(predictions, kept), kept, predictions[0]
+
+    def _select_hard_rois(self, proposals: List[Instances], per_roi_losses: torch.Tensor):
+        """Per image, the indices of the RoIs OHEM keeps (and the hnm/ohem_* telemetry).
+
+        Args:
+            proposals (list[Instances]): the labelled candidates of each image.
+            per_roi_losses (Tensor): shape (R_total,), their losses, images concatenated.
+
+        Returns:
+            list[Tensor]: int64 indices into each image's proposals.
+        """
+        keep = []
+        for p, losses in zip(proposals, per_roi_losses.split([len(p) for p in proposals])):
+            is_fg = p.gt_classes != self.num_classes
+            keep.append(
+                select_hard_rois(
+                    losses,
+                    p.proposal_boxes.tensor,
+                    is_fg,
+                    self.ohem_batch_size_per_image,
+                    self.ohem_nms_thresh,
+                    self.ohem_min_positive_fraction,
+                )
+            )
+        self._log_ohem(proposals, per_roi_losses, keep)
+        return keep
+
+    def _log_ohem(self, proposals, per_roi_losses, keep):
+        kept_rows = _batch_rows(keep, proposals)
+        is_kept = torch.zeros_like(per_roi_losses, dtype=torch.bool)
+        is_kept[kept_rows] = True
+        gt_classes = cat([p.gt_classes for p in proposals])
+        num_kept_pos = int(((gt_classes != self.num_classes) & is_kept).sum())
+        storage = get_event_storage()
+        storage.put_scalar("hnm/ohem_kept_pos", num_kept_pos / len(proposals))
+        storage.put_scalar("hnm/ohem_kept_neg", (len(kept_rows) - num_kept_pos) / len(proposals))
+        if is_kept.any():
+            storage.put_scalar("hnm/ohem_kept_loss_mean", per_roi_losses[is_kept].mean().item())
+        if not is_kept.all():
+            storage.put_scalar("hnm/ohem_dropped_loss_mean", per_roi_losses[~is_kept].mean().item())
+
+    def _remember_hard_negatives(self, boxes: List[Boxes], gt_classes: List[torch.Tensor], scores):
+        """Store the background proposals the box head scored as objects, per image.
+
+        Args:
+            boxes (list[Boxes]): the scored proposals of each image (this visit's coordinates).
+            gt_classes (list[Tensor]): their labels.
+            scores (Tensor): class logits of all of them, shape (R_total, K + 1).
+        """
+        if self.hard_negative_buffer is None:
+            return
+        visit = self._current_visit()
+        iteration = get_event_storage().iter
+        fg_scores = 1.0 - F.softmax(scores.detach(), dim=1)[:, -1]
+        per_image = fg_scores.split([len(b) for b in boxes])
+        for image_id, key, tfm, b, labels, s in zip(*visit, boxes, gt_classes, per_image):
+            if key is None:
+                continue
+            is_bg = labels == self.num_classes
+            original = _to_original(b.tensor[is_bg].detach().cpu(), tfm, image_id)
+            self.hard_negative_buffer.add(key, original, s[is_bg], iteration)
+        storage = get_event_storage()
+        storage.put_scalar("hnm/buffer_size", len(self.hard_negative_buffer))
+        storage.put_scalar("hnm/buffer_mean_score", self.hard_negative_buffer.mean_score())
+
+
+def _check_ohem_compatible(cfg):
+    """Fail at build time on settings ROI OHEM does not support, naming the key."""
+    if cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE != "smooth_l1":
+        raise HNMConfigError(
+            f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE!r}"
+            " is not supported with MODEL.HNM.ROI_OHEM.ENABLED: OHEM ranks RoIs by the "
+            "smooth-L1 box loss; use 'smooth_l1'."
+        )
+    unsupported = {
+        "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE,
+        "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES,
+        "MODEL.MASK_ON": cfg.MODEL.MASK_ON,
+        "MODEL.KEYPOINT_ON": cfg.MODEL.KEYPOINT_ON,
+    }
+    for key, value in unsupported.items():
+        if value:
+            raise HNMConfigError(
+                f"{key} = True is not supported with MODEL.HNM.ROI_OHEM.ENABLED: OHEM ranks "
+                "and trains the softmax box branch of Faster R-CNN only."
+            )
+
+
+def _batch_rows(keep: List[torch.Tensor], proposals: List[Instances]) -> torch.Tensor:
+    """Per-image indices -> indices into the images' proposals concatenated, shape (K,)."""
+    offsets = np.cumsum([0] + [len(p) for p in proposals[:-1]])
+    return cat([k + int(offset) for k, offset in zip(keep, offsets)])
+
+
+@contextlib.contextmanager
+def _recording_outputs(module: torch.nn.Module):
+    """Collect what ``module`` returns while the context is open (a forward hook)."""
+    outputs = []
+    handle = module.register_forward_hook(lambda _module, _inputs, out: outputs.append(out))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def _to_original(boxes: torch.Tensor, transforms, image_id) -> torch.Tensor:
+    """Map XYXY boxes (n, 4) of an augmented image back to the original image."""
+    if transforms is None or len(boxes) == 0:
+        return boxes
+    try:
+        inverse = transforms.inverse()
+    except (AssertionError, NotImplementedError) as e:
+        raise ValueError(
+            f"Image id {image_id!r}: the hard-negative buffer stores boxes in original image "
+            f"coordinates, but the training transforms {transforms} cannot be inverted ({e}). "
+            "Use invertible augmentations (e.g. a CropTransform with orig_w/orig_h) or turn "
+            "MODEL.HNM.BUFFER.ENABLED off."
+        ) from e
+    return torch.as_tensor(inverse.apply_box(boxes.numpy()), dtype=torch.float32)
+
+
+def _to_visit(boxes: torch.Tensor, transforms) -> torch.Tensor:
+    """Map XYXY boxes (n, 4) of the original image into an augmented visit of it."""
+    if transforms is None or len(boxes) == 0:
+        return boxes
+    return torch.as_tensor(transforms.apply_box(boxes.numpy()), dtype=torch.float32)

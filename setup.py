@@ -1,0 +1,27 @@
+"""hnm_d2: hard negative mining for detectron2's Faster R-CNN."""
+from setuptools import find_packages, setup
+
+setup(
+    name="hnm_d2",
+    version="0.1.0",
+    description="Hard negative mining (negative images, OHEM, hard-negative buffer) for detectron2",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.8",
+    packages=find_packages(exclude=("tests", "benchmarks")),
+    # detectron2 itself is deliberately not listed: it is not on PyPI under its own name, and
+    # users bring their own build (upstream from source, or a registry build such as
+    # sal-detectron2). hnm_d2 only uses detectron2's public API.
+    install_requires=[
+        "torch>=1.10",
+        "torchvision",
+        "fvcore",
+        "pycocotools>=2.0.2",
+        "opencv-python-headless",
+        "matplotlib",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest", "hypothesis"]},
+    entry_points={"console_scripts": ["hnm-mine=hnm_d2.mine:main"]},
+)

@@ -1,0 +1,62 @@
+"""Shared fixtures: the real BCCD data, the synthetic splits, throwaway dataset names, images."""
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
+from hnm_d2.data import register_synthetic_splits
+
+
+@pytest.fixture(scope="session")
+def bccd_root():
+    """BCCD in Pascal VOC layout: $HNM_BCCD_ROOT, else shared/data/bccd beside the repo."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "bccd"
+    root = Path(os.environ.get("HNM_BCCD_ROOT", default))
+    if not (root / "ImageSets" / "Main" / "trainval.txt").exists():
+        pytest.skip(f"BCCD not found at {root}: set HNM_BCCD_ROOT to a copy of it.")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """Folder holding the default synthetic splits, generated once per test session."""
+    return tmp_path_factory.mktemp("synthetic")
+
+
+@pytest.fixture(scope="session")
+def synthetic_datasets(synthetic_root):
+    """split -> registered name ("synthetic_train", "synthetic_test", "synthetic_pool")."""
+    return register_synthetic_splits(str(synthetic_root))
+
+
+@pytest.fixture
+def dataset_name():
+    """A fresh dataset name per call; every name handed out is unregistered afterwards."""
+    names = []
+
+    def new_name(prefix="hnm_test"):
+        names.append(f"{prefix}_{uuid.uuid4().hex[:8]}")
+        return names[-1]
+
+    yield new_name
+    for name in names:
+        DatasetCatalog.pop(name, None)
+        MetadataCatalog.pop(name, None)
+
+
+@pytest.fixture
+def write_image(tmp_path):
+    """Write a random RGB image (fixed seed) of the given size; returns its path."""
+
+    def write(name="image.png", width=64, height=48, seed=0):
+        pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3))
+        path = tmp_path / name
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+        return path
+
+    return write

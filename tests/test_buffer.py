@@ -1,0 +1,204 @@
+"""The hard-negative buffer: bookkeeping (threshold, caps, eviction, dedup, expiry), the
+fixed-shape checkpoint table, and the per-rank state gathered by HardNegativeBufferSync
+(one process and two gloo processes)."""
+
+import hashlib
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import launch
+from detectron2.utils import comm
+from torch import nn
+
+from hnm_d2.engine.buffer_hook import HardNegativeBufferSync
+from hnm_d2.modeling import HardNegativeBuffer, image_key
+from hnm_d2.modeling.buffer import TABLE_COLUMNS, entries_to_table, table_to_entries
+
+
+def new_buffer(capacity=8, per_image=3, max_age=10, dedup_iou=0.7, score_thresh=0.5):
+    return HardNegativeBuffer(
+        capacity=capacity,
+        per_image=per_image,
+        max_age=max_age,
+        dedup_iou=dedup_iou,
+        score_thresh=score_thresh,
+    )
+
+
+def boxes_at(*x0s):
+    """Disjoint 8x8 boxes starting at the given x, shape (n, 4)."""
+    return torch.tensor([[x, 0.0, x + 8, 8.0] for x in x0s])
+
+
+def stored(buffer, key):
+    boxes, scores = buffer.boxes_of(key)
+    return boxes[:, 0].tolist(), [round(s, 3) for s in scores.tolist()]
+
+
+def test_image_keys_are_stable_63_bit_ints():
+    assert image_key(7) == 7 and image_key(np.int64(7)) == 7
+    digest = hashlib.blake2b(b"a/b.jpg", digest_size=8).digest()
+    assert image_key("a/b.jpg") == int.from_bytes(digest, "big") & ((1 << 63) - 1)
+    assert 0 <= image_key("a/b.jpg") < 2**63 and image_key("a/b.jpg") != image_key("a/c.jpg")
+    with pytest.raises(TypeError, match="image_id"):
+        image_key(1.5)
+
+
+def test_only_boxes_at_or_above_the_score_threshold_are_stored():
+    buffer = new_buffer()
+    buffer.add(1, boxes_at(0, 20, 40), torch.tensor([0.4, 0.5, 0.9]), iteration=0)
+    assert stored(buffer, 1) == ([40.0, 20.0], [0.9, 0.5])
+
+
+def test_per_image_cap_keeps_the_best_scores():
+    buffer = new_buffer(per_image=2)
+    buffer.add(1, boxes_at(0, 20), torch.tensor([0.6, 0.7]), iteration=0)
+    buffer.add(1, boxes_at(40), torch.tensor([0.65]), iteration=1)
+    assert stored(buffer, 1) == ([20.0, 40.0], [0.7, 0.65])
+
+
+def test_total_capacity_evicts_the_lowest_scores_first():
+    buffer = new_buffer(capacity=3)
+    buffer.add(1, boxes_at(0, 20), torch.tensor([0.9, 0.55]), iteration=0)
+    buffer.add(2, boxes_at(0), torch.tensor([0.8]), iteration=0)
+    buffer.add(3, boxes_at(0), torch.tensor([0.6]), iteration=0)  # evicts image 1's 0.55
+    assert len(buffer) == 3
+    assert stored(buffer, 1) == ([0.0], [0.9])
+    buffer.add(4, boxes_at(0), torch.tensor([0.5]), iteration=0)  # the lowest: not kept
+    assert stored(buffer, 4) == ([], [])
+
+
+def test_near_duplicates_merge_into_the_better_scored_box_and_refresh_it():
+    buffer = new_buffer(dedup_iou=0.7)
+    buffer.add(1, boxes_at(0), torch.tensor([0.9]), iteration=0)
+    shifted = boxes_at(0.5)  # IoU 7.5 * 8 / (8.5 * 8) = 0.88 with the stored box
+    buffer.add(1, shifted, torch.tensor([0.7]), iteration=5)
+    assert stored(buffer, 1) == ([0.0], [0.9])
+    assert buffer.entries.last_seen.tolist() == [5]  # a near-copy seen hard confirms it
+    buffer.add(1, boxes_at(0.25), torch.tensor([0.95]), iteration=6)  # better: replaces it
+    assert stored(buffer, 1) == ([0.25], [0.95])
+    # The same image's other boxes and other images' boxes are not merged.
+    buffer.add(2, boxes_at(0), torch.tensor([0.6]), iteration=6)
+    buffer.add(1, boxes_at(30), torch.tensor([0.6]), iteration=6)
+    assert len(buffer) == 3
+
+
+def test_entries_expire_after_max_age_iterations_without_confirmation():
+    buffer = new_buffer(max_age=10)
+    buffer.add(1, boxes_at(0), torch.tensor([0.9]), iteration=0)
+    buffer.add(2, boxes_at(0), torch.tensor([0.9]), iteration=5)
+    buffer.expire(10)
+    assert len(buffer) == 2
+    buffer.expire(11)
+    assert stored(buffer, 1) == ([], []) and len(buffer) == 1
+    buffer.add(2, boxes_at(0), torch.tensor([0.8]), iteration=12)  # confirmed again
+    buffer.expire(22)
+    assert len(buffer) == 1
+
+
+def test_table_round_trip_is_exact():
+    buffer = new_buffer(capacity=5)
+    keys = [image_key("x.jpg"), -3, 2**40 + 1]
+    for i, key in enumerate(keys):
+        buffer.add(key, boxes_at(0.1 * i), torch.tensor([0.51 + i / 7]), iteration=2**40 + i)
+    table = entries_to_table(buffer.entries, buffer.capacity)
+    assert table.shape == (5, len(TABLE_COLUMNS)) and table.dtype == torch.float64
+    for a, b in zip(buffer.entries, table_to_entries(table)):
+        assert torch.equal(a, b)
+
+
+class BufferHolder(nn.Module):
+    """A model with one parameter and a hard-negative buffer somewhere inside."""
+
+    def __init__(self, capacity=8):
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+        self.heads = nn.Module()
+        self.heads.buffer = new_buffer(capacity=capacity)
+
+
+def assert_same_entries(a, b):
+    for column, x, y in zip(a._fields, a, b):
+        assert torch.equal(x, y), column
+
+
+def test_checkpoint_table_has_a_fixed_shape():
+    holder = BufferHolder()
+    empty = holder.state_dict()["heads.buffer._extra_state"]
+    holder.heads.buffer.add(1, boxes_at(0, 20), torch.tensor([0.9, 0.8]), iteration=0)
+    assert holder.state_dict()["heads.buffer._extra_state"].shape == empty.shape == (8, 9)
+
+
+def test_detectron2_checkpointer_round_trip(tmp_path):
+    holder = BufferHolder()
+    holder.heads.buffer.add(image_key("a.jpg"), boxes_at(0, 20), torch.tensor([0.9, 0.8]), 3)
+    holder.heads.buffer.add(42, boxes_at(5), torch.tensor([0.7]), 4)
+    DetectionCheckpointer(holder, str(tmp_path)).save("model")
+    fresh = BufferHolder()
+    DetectionCheckpointer(fresh).load(str(tmp_path / "model.pth"))
+    assert_same_entries(fresh.heads.buffer.entries, holder.heads.buffer.entries)
+
+
+def test_gathered_tables_of_another_world_size_restore_the_union(tmp_path):
+    rank0, rank1 = new_buffer(capacity=3), new_buffer(capacity=3)
+    rank0.add(1, boxes_at(0, 20), torch.tensor([0.9, 0.6]), 0)
+    rank1.add(2, boxes_at(0, 20), torch.tensor([0.8, 0.7]), 0)
+    holder = BufferHolder(capacity=3)
+    holder.heads.buffer.entries = rank0.entries
+    holder.heads.buffer.set_peer_tables(torch.stack([rank0.table(), rank1.table()]))
+    DetectionCheckpointer(holder, str(tmp_path)).save("model")
+
+    fresh = BufferHolder(capacity=3)  # this process is a world of 1, the checkpoint of 2
+    DetectionCheckpointer(fresh).load(str(tmp_path / "model.pth"))
+    assert sorted(fresh.heads.buffer.entries.scores.tolist()) == pytest.approx([0.7, 0.8, 0.9])
+
+
+def fake_trainer(model, iteration, max_iter=100):
+    return SimpleNamespace(model=model, iter=iteration, max_iter=max_iter)
+
+
+@pytest.mark.parametrize("iteration, saves", [(98, False), (49, True), (99, True), (0, False)])
+def test_hook_gathers_on_the_checkpointer_iterations(iteration, saves):
+    hook = HardNegativeBufferSync(checkpoint_period=50)
+    hook.trainer = fake_trainer(BufferHolder(), iteration)
+    assert hook._is_checkpoint_iteration() == saves
+
+
+def distributed_worker(out_dir, checkpoint_period):
+    """One rank: fill its buffer with its own images, run the hook on a checkpoint
+    iteration, let rank 0 save, then load the checkpoint into a fresh model."""
+    rank = comm.get_rank()
+    model = BufferHolder()
+    buffer = model.heads.buffer
+    buffer.add(100 + rank, boxes_at(rank, 20 + rank), torch.tensor([0.9, 0.6 + rank / 10]), rank)
+    hook = HardNegativeBufferSync(checkpoint_period)
+    hook.trainer = fake_trainer(model, iteration=checkpoint_period - 1)
+    hook.after_step()
+    holds_peers = buffer.peer_tables is not None
+    DetectionCheckpointer(model, out_dir).save("model")  # writes on rank 0 only
+    comm.synchronize()
+
+    fresh = BufferHolder()
+    DetectionCheckpointer(fresh).load(f"{out_dir}/model.pth")
+    hook.before_step()
+    result = {
+        "holds_peers": holds_peers,
+        "peers_dropped_next_step": buffer.peer_tables is None,
+        "own": buffer.table(),
+        "restored": fresh.heads.buffer.table(),
+    }
+    torch.save(result, f"{out_dir}/rank{rank}.pt")
+
+
+def test_two_processes_each_restore_their_own_buffer(tmp_path):
+    launch(distributed_worker, 2, dist_url="auto", args=(str(tmp_path), 10))
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r["holds_peers"] for r in results] == [True, False]  # gathered on rank 0
+    assert all(r["peers_dropped_next_step"] for r in results)
+    assert not torch.equal(results[0]["own"], results[1]["own"])
+    for rank, r in enumerate(results):
+        assert torch.equal(r["restored"], r["own"]), rank
+        assert table_to_entries(r["restored"]).keys.tolist() == [100 + rank] * 2

@@ -1,0 +1,287 @@
+"""NegativeImageEvaluator: false alarms on negative images and COCO AP, on a 6-image dataset.
+
+The dataset (no image files are needed: COCOEvaluator reads only the records):
+
+    id 1  positive   one box, XYWH_ABS [10, 10, 40, 40]
+    id 2  positive   one box, XYXY_ABS [20, 30, 60, 90]
+    id 3  negative   "annotations": []
+    id 4  negative   no "annotations" key
+    id 5  negative   "annotations": []
+    id 6  positive   a crowd box only (iscrowd=1): shows objects, so not negative
+
+The predictions find both boxes exactly (score 0.9) and put false alarms on the negatives:
+image 3 at scores 0.95, 0.6, 0.2; image 4 at 0.5 (exactly on a threshold); image 5 none.
+"""
+
+import json
+import logging
+import math
+import os
+import uuid
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import launch
+from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.utils import comm
+
+from hnm_d2.config import HNMConfigError, add_hnm_config
+from hnm_d2.evaluation import NegativeImageEvaluator, build_negative_evaluator
+
+IMAGE_SIZE = 100
+
+# Predicted (box in XYXY_ABS, score) per image id.
+PREDICTIONS = {
+    1: [([10, 10, 50, 50], 0.9)],
+    2: [([20, 30, 60, 90], 0.9)],
+    3: [([0, 0, 30, 30], 0.95), ([50, 50, 90, 90], 0.6), ([60, 0, 99, 40], 0.2)],
+    4: [([5, 5, 45, 45], 0.5)],
+    5: [],
+    6: [],
+}
+
+# Counted by hand from PREDICTIONS on the 3 negative images (3, 4, 5), score >= t:
+#   t=0.05: 3 + 1 + 0 = 4 detections, images 3 and 4 alarmed
+#   t=0.3:  2 + 1 + 0 = 3 detections, images 3 and 4
+#   t=0.5:  2 + 1 + 0 = 3 detections (0.5 >= 0.5 counts), images 3 and 4
+#   t=0.7:  1 + 0 + 0 = 1 detection,  image 3
+EXPECTED_NEGATIVES = {
+    "num_images": 3.0,
+    "fa_per_image@0.05": 4 / 3,
+    "images_with_fa@0.05": 2 / 3,
+    "fa_per_image@0.3": 3 / 3,
+    "images_with_fa@0.3": 2 / 3,
+    "fa_per_image@0.5": 3 / 3,
+    "images_with_fa@0.5": 2 / 3,
+    "fa_per_image@0.7": 1 / 3,
+    "images_with_fa@0.7": 1 / 3,
+}
+
+# COCO AP on the whole set, by hand: detections by score are 0.95 FP, 0.9 TP, 0.9 TP, then FPs.
+# The 2 ground-truth boxes (the crowd box is ignored) are both found at precision 2/3, and the
+# interpolated precision (best precision at recall >= r) is 2/3 at every recall level; the boxes
+# are exact, so this holds at every IoU threshold: AP = AP50 = AP75 = 100 * 2/3.
+EXPECTED_AP_ALL = 100 * 2 / 3
+
+
+def _record(image_id, annotations=None):
+    record = {
+        "file_name": f"image_{image_id}.png",
+        "image_id": image_id,
+        "height": IMAGE_SIZE,
+        "width": IMAGE_SIZE,
+    }
+    if annotations is not None:
+        record["annotations"] = annotations
+    return record
+
+
+def _box(bbox, bbox_mode, iscrowd=0):
+    return {"bbox": bbox, "bbox_mode": bbox_mode, "category_id": 0, "iscrowd": iscrowd}
+
+
+def make_records():
+    """The 6 records of the module docstring."""
+    return [
+        _record(1, [_box([10, 10, 40, 40], BoxMode.XYWH_ABS)]),
+        _record(2, [_box([20, 30, 60, 90], BoxMode.XYXY_ABS)]),
+        _record(3, []),
+        _record(4),
+        _record(5, []),
+        _record(6, [_box([0, 0, 30, 30], BoxMode.XYWH_ABS, iscrowd=1)]),
+    ]
+
+
+def register_dataset(name, records):
+    DatasetCatalog.register(name, lambda: records)
+    # Contiguous id 0 is COCO category 1, so the evaluators must unmap ids both ways.
+    MetadataCatalog.get(name).set(thing_classes=["thing"], thing_dataset_id_to_contiguous_id={1: 0})
+
+
+def model_output(image_id):
+    """What a detectron2 detector returns for one image: {"instances": Instances}."""
+    detections = PREDICTIONS[image_id]
+    instances = Instances((IMAGE_SIZE, IMAGE_SIZE))
+    boxes = [box for box, _ in detections]
+    instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    instances.scores = torch.tensor([score for _, score in detections], dtype=torch.float32)
+    instances.pred_classes = torch.zeros(len(detections), dtype=torch.int64)
+    return {"instances": instances}
+
+
+def run_evaluation(evaluator, records):
+    evaluator.reset()
+    for record in records:
+        evaluator.process([record], [model_output(record["image_id"])])
+    return evaluator.evaluate()
+
+
+@pytest.fixture
+def dataset_factory():
+    """Registers datasets under unique names and removes them, and their subsets, afterwards."""
+    names = []
+
+    def register(records):
+        name = f"hnm_eval_test_{uuid.uuid4().hex[:8]}"
+        register_dataset(name, records)
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        for registered in (name, f"{name}_positives"):
+            if registered in DatasetCatalog.list():
+                DatasetCatalog.remove(registered)
+                MetadataCatalog.remove(registered)
+
+
+def test_false_alarms_per_threshold_match_hand_count(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+    evaluator = NegativeImageEvaluator(name, output_dir=str(tmp_path))
+
+    results = run_evaluation(evaluator, make_records())
+
+    assert list(results) == ["bbox", "bbox_positives", "negatives"]
+    assert results["negatives"] == pytest.approx(EXPECTED_NEGATIVES)
+
+
+def test_ap_on_positives_is_perfect_and_lowered_by_false_alarms_on_negatives(
+    dataset_factory, tmp_path
+):
+    name = dataset_factory(make_records())
+    evaluator = NegativeImageEvaluator(name, output_dir=str(tmp_path))
+
+    results = run_evaluation(evaluator, make_records())
+
+    for metric in ("AP", "AP50", "AP75"):
+        assert results["bbox_positives"][metric] == pytest.approx(100.0)
+        assert results["bbox"][metric] == pytest.approx(EXPECTED_AP_ALL, abs=1e-3)
+
+
+def test_positive_subset_holds_exactly_the_positive_images(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+    NegativeImageEvaluator(name, output_dir=str(tmp_path))
+
+    subset = f"{name}_positives"
+    # Image 6 has only a crowd box: it is positive, not negative.
+    assert [r["image_id"] for r in DatasetCatalog.get(subset)] == [1, 2, 6]
+    metadata = MetadataCatalog.get(subset)
+    assert metadata.thing_classes == ["thing"]
+    assert metadata.thing_dataset_id_to_contiguous_id == {1: 0}
+    # Each evaluator converted its own JSON; the subset's lists only the positive images.
+    assert metadata.json_file == os.path.join(tmp_path, "positives", f"{subset}_coco_format.json")
+    assert MetadataCatalog.get(name).json_file == os.path.join(tmp_path, f"{name}_coco_format.json")
+    with open(metadata.json_file) as f:
+        assert sorted(image["id"] for image in json.load(f)["images"]) == [1, 2, 6]
+
+
+def test_negative_image_processed_twice_is_counted_once(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+    evaluator = NegativeImageEvaluator(name, output_dir=str(tmp_path))
+    evaluator.reset()
+    for record in make_records() + [make_records()[2]]:  # image 3 again
+        evaluator.process([record], [model_output(record["image_id"])])
+
+    assert evaluator.evaluate()["negatives"] == pytest.approx(EXPECTED_NEGATIVES)
+
+
+def test_dataset_without_negatives_reports_nan_and_warns(dataset_factory, tmp_path, caplog):
+    positives = [r for r in make_records() if r["image_id"] in (1, 2)]
+    name = dataset_factory(positives)
+    with caplog.at_level(logging.WARNING, logger="hnm_d2"):
+        evaluator = NegativeImageEvaluator(name, output_dir=str(tmp_path))
+        negatives = run_evaluation(evaluator, positives)["negatives"]
+
+    assert negatives["num_images"] == 0.0
+    assert all(math.isnan(v) for k, v in negatives.items() if k != "num_images")
+    assert len([r for r in caplog.records if "has no negative image" in r.getMessage()]) == 1
+
+
+def test_dataset_without_positives_skips_positive_ap(dataset_factory, tmp_path, caplog):
+    negatives = [r for r in make_records() if r["image_id"] in (3, 4, 5)]
+    name = dataset_factory(negatives)
+    with caplog.at_level(logging.WARNING, logger="hnm_d2"):
+        evaluator = NegativeImageEvaluator(name, output_dir=str(tmp_path))
+    results = run_evaluation(evaluator, negatives)
+
+    assert f"{name}_positives" not in DatasetCatalog.list()
+    assert any("'bbox_positives' is skipped" in r.getMessage() for r in caplog.records)
+    # Without any ground truth COCOEvaluator reports no AP; the false alarms remain.
+    assert list(results) == ["negatives"]
+    assert results["negatives"] == pytest.approx(EXPECTED_NEGATIVES)
+
+
+def test_nothing_processed_returns_empty_like_coco_evaluator(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+    evaluator = NegativeImageEvaluator(name, output_dir=str(tmp_path))
+    evaluator.reset()
+
+    assert evaluator.evaluate() == {}
+
+
+def test_record_without_image_id_names_dataset_record_and_field(dataset_factory, tmp_path):
+    records = make_records()
+    del records[3]["image_id"]
+    name = dataset_factory(records)
+
+    with pytest.raises(ValueError, match=rf"'{name}', record 3 \(image_4.png\).*'image_id'"):
+        NegativeImageEvaluator(name, output_dir=str(tmp_path))
+
+
+def test_factory_reads_thresholds_from_config(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+    cfg = add_hnm_config(get_cfg())
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.HNM.EVAL.SCORE_THRESHOLDS = [0.5]
+
+    negatives = run_evaluation(build_negative_evaluator(cfg, name), make_records())["negatives"]
+
+    # At 0.5: images 3 (0.95, 0.6) and 4 (0.5) alarmed, 3 detections on 3 negative images.
+    assert negatives == pytest.approx(
+        {"num_images": 3.0, "fa_per_image@0.5": 1.0, "images_with_fa@0.5": 2 / 3}
+    )
+    assert os.path.exists(os.path.join(tmp_path, "inference", "positives"))
+
+
+def test_factory_rejects_threshold_out_of_range(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+    cfg = add_hnm_config(get_cfg())
+    cfg.HNM.EVAL.SCORE_THRESHOLDS = [0.5, 1.5]
+
+    with pytest.raises(HNMConfigError, match="HNM.EVAL.SCORE_THRESHOLDS"):
+        build_negative_evaluator(cfg, name, output_dir=str(tmp_path))
+
+
+def _evaluate_half_per_rank(name, output_dir, result_dir):
+    """Worker of the distributed test: each of the 2 ranks processes every other image."""
+    register_dataset(name, make_records())
+    evaluator = NegativeImageEvaluator(name, output_dir=output_dir)
+    rank = comm.get_rank()
+    results = run_evaluation(evaluator, make_records()[rank::2])
+    with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(results, f)
+
+
+def test_two_process_results_equal_single_process_results(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+    single = run_evaluation(
+        NegativeImageEvaluator(name, output_dir=str(tmp_path / "single")), make_records()
+    )
+
+    launch(
+        _evaluate_half_per_rank,
+        num_gpus_per_machine=2,
+        dist_url="auto",
+        args=(f"{name}_dist", str(tmp_path / "dist"), str(tmp_path)),
+    )
+
+    with open(tmp_path / "rank0.json") as f:
+        main = json.load(f)
+    with open(tmp_path / "rank1.json") as f:
+        assert json.load(f) == {}
+    assert list(main) == list(single)
+    for task, metrics in single.items():
+        assert main[task] == pytest.approx(metrics, nan_ok=True)
+    assert main["negatives"] == pytest.approx(EXPECTED_NEGATIVES)

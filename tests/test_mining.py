@@ -1,0 +1,333 @@
+"""The image-level mining loop (``python -m hnm_d2.mine``): ranking and selection, the files of
+each round, resuming after an interruption, the plots, and a pool that runs dry.
+
+The loop runs in-process on the quick schedule (a tiny model, 4 iterations per round) and the
+synthetic data; MODEL.ROI_HEADS.SCORE_THRESH_TEST 0 makes the barely trained model's detections
+on the pool images count.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from PIL import Image
+
+import hnm_d2
+from hnm_d2 import mine
+from hnm_d2.engine.checkpoint import AtomicDetectionCheckpointer
+from hnm_d2.engine.mining import CandidatePool, check_settings, scaled_schedule
+from hnm_d2.engine.mining_report import MiningStateError
+from hnm_d2.engine.pool_scoring import (
+    image_record,
+    images_per_round,
+    rank_by_score,
+    score_pool,
+    select_hardest,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = str(REPO / "configs" / "quick_schedules" / "hnm_instant_test.yaml")
+POOL_SIZE = 48  # synthetic_pool
+TRAIN_SIZE = 72  # synthetic_train
+THRESHOLDS = ["0.05", "0.3", "0.5", "0.7"]  # HNM.EVAL.SCORE_THRESHOLDS
+
+
+# ----------------------------------------------------------------- ranking and selection
+
+
+def scored(file_name, score):
+    return {"file_name": file_name, "image_id": file_name, "score": score, "detections": {}}
+
+
+def names(records):
+    return [r["file_name"] for r in records]
+
+
+def test_ranking_is_by_highest_score_with_ties_ordered_by_file_name():
+    records = [scored("c", 0.5), scored("d", 0.9), scored("b", None), scored("a", 0.9)]
+    assert names(rank_by_score(records)) == ["a", "d", "c"]
+    assert rank_by_score(records[::-1]) == rank_by_score(records)
+
+
+def test_images_without_detections_are_never_chosen():
+    records = [scored("a", None), scored("b", 0.01), scored("c", None)]
+    assert names(select_hardest(records, 3)) == ["b"]
+    assert select_hardest([scored("a", None)], 5) == []
+    assert names(select_hardest([scored("a", 0.2), scored("b", 0.7)], 1)) == ["b"]
+
+
+def test_image_record_keeps_the_highest_score_and_the_best_detections():
+    scores = torch.tensor([0.1, 0.8, 0.3, 0.05, 0.6, 0.2, 0.7])
+    boxes = torch.arange(7, dtype=torch.float32)[:, None] + torch.tensor([0.0, 0.0, 10.0, 10.0])
+    instances = Instances(
+        (50, 60), pred_boxes=Boxes(boxes), scores=scores, pred_classes=torch.arange(7)
+    )
+    record = image_record({"file_name": "x.png", "image_id": 7}, instances)
+    assert record["score"] == pytest.approx(0.8)
+    assert record["detections"]["scores"] == pytest.approx([0.8, 0.7, 0.6, 0.3, 0.2])
+    assert record["detections"]["classes"] == [1, 6, 4, 2, 5]
+    assert record["detections"]["boxes"][0] == [1.0, 1.0, 11.0, 11.0]
+
+    empty = Instances(
+        (50, 60), pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0), pred_classes=torch.zeros(0)
+    )
+    assert image_record({"file_name": "y.png", "image_id": 8}, empty)["score"] is None
+
+
+def test_per_round_is_a_count_or_a_fraction_of_the_training_set():
+    assert images_per_round(3, 1000) == 3
+    assert images_per_round(3.0, 2) == 3
+    assert images_per_round(0.15, 72) == 11  # 10.8
+    assert images_per_round(0.25, 10) == 3  # 2.5, rounded half up
+    assert images_per_round(0.01, 10) == 1  # at least one
+    with pytest.raises(ValueError, match="PER_ROUND"):
+        images_per_round(2.5, 10)
+
+
+def test_a_shorter_round_keeps_the_schedule_shape():
+    assert scaled_schedule(600, (450, 550), 50, 150) == (150, (113, 138), 13)
+    assert scaled_schedule(600, (450, 550), 50, 600) == (600, (450, 550), 50)
+    # Steps landing on 0, on the end or on each other are dropped: the scheduler needs
+    # strictly increasing steps inside the run.
+    assert scaled_schedule(100, (2, 10, 11, 99), 0, 10) == (10, (1,), 0)
+
+
+@pytest.fixture
+def two_small_pools():
+    pools = {
+        "test_mining_pool_a": [{"file_name": "a1", "image_id": 1}, {"file_name": "a2", "image_id": 2}],
+        "test_mining_pool_b": [{"file_name": "b1", "image_id": 3}, {"file_name": "a1", "image_id": 1}],
+    }
+    for name, records in pools.items():
+        DatasetCatalog.register(name, lambda records=records: records)
+    yield list(pools)
+    for name in pools:
+        DatasetCatalog.remove(name)
+
+
+def test_pool_shrinks_by_what_is_taken_and_rejects_unknown_images(two_small_pools):
+    pool = CandidatePool(two_small_pools)
+    assert (pool.total, len(pool)) == (3, 3)  # a1 is listed twice, a candidate once
+    assert [r["file_name"] for r in pool.take(["a2"], "sel.json")] == ["a2"]
+    assert names(pool.remaining()) == ["a1", "b1"] and len(pool) == 2
+    with pytest.raises(MiningStateError, match="sel.json"):
+        pool.take(["a2"], "sel.json")  # taken already
+    with pytest.raises(MiningStateError, match="test_mining_pool_a"):
+        pool.take(["zz"], "sel.json")
+    with pytest.raises(ValueError, match="--negative-pool"):
+        CandidatePool(["test_mining_no_such_pool"])
+
+
+def test_resuming_with_other_settings_names_the_setting_and_the_fix():
+    check_settings({"per_round": 3.0}, {"per_round": 3.0}, "settings.json")
+    with pytest.raises(MiningStateError, match="per_round = 3.0.*5.0.*new OUTPUT_DIR"):
+        check_settings({"per_round": 3.0}, {"per_round": 5.0}, "settings.json")
+
+
+# --------------------------------------------------------------------- the loop, in-process
+
+
+def forget_datasets():
+    """Unregister what the loop registers, so other test modules can register their own."""
+    for name in list(DatasetCatalog.list()):
+        if name.startswith(("synthetic_", "hnm_mined_round_")):
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    forget_datasets()
+    yield tmp_path_factory.mktemp("synthetic")
+    forget_datasets()
+
+
+def run_mine(root, out, *flags, pool="synthetic_pool"):
+    mine.main(
+        ["--config-file", QUICK, "--synthetic", str(root), "--negative-pool", pool]
+        + [str(f) for f in flags]
+        + ["OUTPUT_DIR", str(out), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    )
+
+
+def read(path):
+    return json.loads(Path(path).read_text())
+
+
+def mtimes(paths):
+    return {str(p): Path(p).stat().st_mtime_ns for p in paths}
+
+
+def saved_iteration(checkpoint):
+    return torch.load(checkpoint, map_location="cpu")["iteration"]
+
+
+def finished_round_files(mining, k):
+    """Files that change if round k is evaluated or trained again."""
+    return [
+        mining / f"round_{k}.json",
+        mining / f"round_{k}" / "model_0000001.pth",
+        mining / f"round_{k}" / "model_final.pth",
+    ]
+
+
+@pytest.fixture(scope="module")
+def one_round(synthetic_root, tmp_path_factory):
+    """A run with --rounds 1 --per-round 3; its files as they were right after it."""
+    out = tmp_path_factory.mktemp("mining")
+    run_mine(synthetic_root, out, "--rounds", 1, "--per-round", 3)
+    mining = out / "mining"
+    files = ["settings.json", "round_0.json", "round_1_selection.json", "round_1.json", "report.json"]
+    return {"out": out, "mining": mining, **{f: read(mining / f) for f in files}}
+
+
+def test_round_0_trains_on_the_training_set_alone(one_round):
+    round_0 = one_round["round_0.json"]
+    assert round_0["added"] == [] and round_0["train_datasets"] == ["synthetic_train"]
+    assert (round_0["train_size"], round_0["pool_size_before"], round_0["pool_size_after"]) == (
+        TRAIN_SIZE,
+        POOL_SIZE,
+        POOL_SIZE,
+    )
+    assert round_0["training_dir"] == str(one_round["mining"] / "round_0")
+    assert saved_iteration(Path(round_0["weights"])) == 3  # SOLVER.MAX_ITER 4
+    results = round_0["eval"]["synthetic_test"]
+    assert 0 <= results["bbox_positives"]["AP"] <= 100
+    assert results["negatives"]["num_images"] == 16
+    assert one_round["settings.json"] == {
+        "pool": ["synthetic_pool"],
+        "train_datasets": ["synthetic_train"],
+        "per_round": 3.0,
+        "iterations_per_round": 4,
+        "from_scratch": False,
+    }
+
+
+def test_the_chosen_images_are_the_pool_images_with_the_highest_scores(one_round, synthetic_root):
+    selection = one_round["round_1_selection.json"]
+    cfg = get_cfg()
+    hnm_d2.add_hnm_config(cfg)
+    cfg.merge_from_file(QUICK)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    model = build_model(cfg)
+    AtomicDetectionCheckpointer(model).load(selection["scored_with"], checkpointables=[])
+    records = score_pool(model, DatasetCatalog.get("synthetic_pool"), cfg)
+    assert len(records) == POOL_SIZE
+    expected = select_hardest(records, 3)
+    assert names(selection["images"]) == names(expected)
+    assert [i["score"] for i in selection["images"]] == pytest.approx([r["score"] for r in expected])
+    assert all(i["dataset"] == "synthetic_pool" for i in selection["images"])
+    assert selection["scored_with"] == str(one_round["mining"] / "round_0" / "model_final.pth")
+
+
+def test_round_1_adds_the_selection_and_warm_starts(one_round):
+    selection, round_1 = one_round["round_1_selection.json"], one_round["round_1.json"]
+    assert round_1["added"] == [
+        {k: v for k, v in image.items() if k != "detections"} for image in selection["images"]
+    ]
+    assert (round_1["pool_size_before"], round_1["pool_size_after"]) == (POOL_SIZE, POOL_SIZE - 3)
+    assert round_1["train_size"] == TRAIN_SIZE + 3
+    assert round_1["train_datasets"] == ["synthetic_train", "hnm_mined_round_1"]
+    assert round_1["initialized_from"] == str(one_round["mining"] / "round_0" / "model_final.pth")
+    assert Path(round_1["weights"]).is_file()
+
+
+def test_the_report_follows_every_round(one_round):
+    report = one_round["report.json"]
+    assert report["pool"] == ["synthetic_pool"] and report["stop_reason"] is None
+    assert (report["rounds_requested"], report["rounds_done"]) == (1, 1)
+    rounds = report["rounds"]
+    assert [(r["round"], r["images_added"], r["pool_size"]) for r in rounds] == [
+        (0, 0, POOL_SIZE),
+        (1, 3, POOL_SIZE - 3),
+    ]
+    for r, summary in zip(rounds, (one_round["round_0.json"], one_round["round_1.json"])):
+        metrics = r["metrics"]["synthetic_test"]
+        results = summary["eval"]["synthetic_test"]
+        assert metrics["AP"] == results["bbox_positives"]["AP"]
+        assert metrics["AP50"] == results["bbox_positives"]["AP50"]
+        assert sorted(metrics["fa_per_image"], key=float) == THRESHOLDS
+        assert metrics["fa_per_image"]["0.5"] == results["negatives"]["fa_per_image@0.5"]
+
+
+@pytest.mark.parametrize("name", ["curves.png", "round_1_mined.png"])
+def test_plots_are_png_images(one_round, name):
+    path = one_round["mining"] / name
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert min(image.size) >= 300
+        pixels = np.asarray(image.convert("L"), dtype=np.float32)
+    assert pixels.std() > 5  # something is drawn, not a blank canvas
+    assert path.stat().st_size > 10_000
+
+
+def test_resuming_with_other_settings_fails_before_training(one_round, synthetic_root):
+    with pytest.raises(MiningStateError, match="per_round"):
+        run_mine(synthetic_root, one_round["out"], "--rounds", 2, "--per-round", 5)
+    assert not (one_round["mining"] / "round_2").exists()
+
+
+@pytest.fixture(scope="module")
+def two_rounds(one_round, synthetic_root):
+    """The same command again with --rounds 2: only round 2 is new."""
+    mining = one_round["mining"]
+    before = mtimes(finished_round_files(mining, 0) + finished_round_files(mining, 1))
+    before.update(mtimes([mining / "round_1_selection.json"]))
+    run_mine(synthetic_root, one_round["out"], "--rounds", 2, "--per-round", 3)
+    return {**one_round, "before": before}
+
+
+def test_more_rounds_resume_without_redoing_finished_ones(two_rounds):
+    mining = two_rounds["mining"]
+    assert mtimes(two_rounds["before"]) == two_rounds["before"]  # not trained nor scored again
+
+    round_2 = read(mining / "round_2.json")
+    assert (round_2["pool_size_before"], round_2["pool_size_after"]) == (POOL_SIZE - 3, POOL_SIZE - 6)
+    assert round_2["train_size"] == TRAIN_SIZE + 6
+    assert round_2["train_datasets"] == ["synthetic_train", "hnm_mined_round_1", "hnm_mined_round_2"]
+    assert not set(names(round_2["added"])) & set(names(two_rounds["round_1.json"]["added"]))
+    report = read(mining / "report.json")
+    assert [r["pool_size"] for r in report["rounds"]] == [POOL_SIZE, POOL_SIZE - 3, POOL_SIZE - 6]
+
+
+def test_an_interrupted_round_reuses_its_selection_and_resumes_training(two_rounds, synthetic_root):
+    mining = two_rounds["mining"]
+    round_dir = mining / "round_2"
+    # As if killed after the checkpoint of iteration 1: no later checkpoint, no summary.
+    for name in ("model_final.pth", "model_0000003.pth"):
+        (round_dir / name).unlink()
+    (round_dir / "last_checkpoint").write_text("model_0000001.pth")
+    added_before = read(mining / "round_2.json")["added"]
+    (mining / "round_2.json").unlink()
+    kept = mtimes([mining / "round_2_selection.json", *finished_round_files(mining, 1)])
+    resumed_from = mtimes([round_dir / "model_0000001.pth"])
+
+    run_mine(synthetic_root, two_rounds["out"], "--rounds", 2, "--per-round", 3)
+
+    assert mtimes(kept) == kept  # not scored again, round 1 untouched
+    # Resumed at iteration 2: the checkpoint of iteration 1 is not written again.
+    assert mtimes(resumed_from) == resumed_from
+    assert saved_iteration(round_dir / "model_0000003.pth") == 3
+    assert saved_iteration(round_dir / "model_final.pth") == 3
+    assert read(mining / "round_2.json")["added"] == added_before
+
+
+def test_an_empty_pool_stops_mining_with_a_message(synthetic_root, tmp_path):
+    DatasetCatalog.register("test_mining_empty_pool", lambda: [])
+    try:
+        run_mine(synthetic_root, tmp_path, "--rounds", 2, pool="test_mining_empty_pool")
+    finally:
+        DatasetCatalog.remove("test_mining_empty_pool")
+    report = read(tmp_path / "mining" / "report.json")
+    assert report["rounds_done"] == 0 and len(report["rounds"]) == 1
+    assert "round 1" in report["stop_reason"] and "test_mining_empty_pool" in report["stop_reason"]
+    assert report["stop_reason"] in (tmp_path / "log.txt").read_text()
+    assert (tmp_path / "mining" / "curves.png").is_file()
+    assert not (tmp_path / "mining" / "round_1").exists()
