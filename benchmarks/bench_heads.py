@@ -15,16 +15,15 @@ machine hits them all alike); a variant's figure is the median over repeats of i
 iteration time, after --warmup iterations that are not timed.
 
 Memory: each variant runs again in a fresh Python process: --warmup + --iters iterations, and
-the figure is the growth of the process' peak resident set (getrusage ru_maxrss) from just
-before the first iteration to the end, i.e. the extra memory a training iteration needs on
-top of the built model and the batches. The absolute peak RSS of that process is shown too.
+the figure is the growth of the process' peak resident set (Linux VmHWM) from just before the
+first iteration to the end, i.e. the extra memory a training iteration needs on top of the
+built model and the batches. The absolute peak RSS of that process is shown too.
 """
 
 import argparse
 import json
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -193,13 +192,24 @@ def memory_probe(config_file, variant, args):
     """Run in a fresh process: peak RSS growth over the training iterations, in MiB."""
     model, optimizer = build_seeded_model(config_file, variant)
     batches = synthetic_batches(args.warmup + args.iters)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_mib()
     with EventStorage() as storage:
         for batch in batches:
             train_step(model, optimizer, batch)
             storage.step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"growth_mib": (after - before) / 1024, "peak_mib": after / 1024}
+    after = peak_rss_mib()
+    return {"growth_mib": after - before, "peak_mib": after}
+
+
+def peak_rss_mib():
+    """This process' peak resident set size (Linux VmHWM), in MiB.
+
+    Not getrusage's ru_maxrss: Linux carries that over from the parent through fork and exec,
+    so a probe started by a bigger parent would report the parent's peak.
+    """
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def measure_memory(config_file, variant, args):

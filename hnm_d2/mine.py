@@ -1,4 +1,4 @@
-"""``python -m hnm_d2.mine`` (console script ``hnm-mine``): image-level hard negative mining.
+r"""``python -m hnm_d2.mine`` (console script ``hnm-mine``): image-level hard negative mining.
 
     python -m hnm_d2.mine --config-file configs/hnm_R18_FPN_cpu.yaml \
         --synthetic output/mining/data --negative-pool synthetic_pool \
@@ -15,11 +15,10 @@ Takes every flag of train_net.py (--num-gpus, --register-*, --synthetic, config 
 --eval-only. The run always resumes from OUTPUT_DIR, so --resume changes nothing: the same
 command again continues an interrupted run, and again with a larger --rounds mines further.
 """
+
 import argparse
 
 from detectron2.engine import launch
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from .engine.launcher import hnm_argument_parser, prepare_datasets, register_datasets, setup
 from .engine.mining import run_mining
@@ -38,9 +37,7 @@ def mining_argument_parser():
         metavar="NAME",
         help="registered datasets of candidate negative images (HNM.MINING.POOL)",
     )
-    group.add_argument(
-        "--rounds", type=int, help="mining rounds after round 0 (HNM.MINING.ROUNDS)"
-    )
+    group.add_argument("--rounds", type=int, help="mining rounds after round 0 (HNM.MINING.ROUNDS)")
     group.add_argument(
         "--per-round",
         type=float,
@@ -93,14 +90,11 @@ def mine(args):
     """
     register_datasets(args)
     cfg = setup(argparse.Namespace(**{**vars(args), "opts": args.opts + mining_opts(args)}))
-    # detectron2's setup configures its own loggers only: the loop's messages (rounds, images
-    # added, why mining stopped) go to the console and OUTPUT_DIR/log.txt through this one.
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hnm_d2")
     return run_mining(cfg)
 
 
 def main(argv=None):
-    """Parse ``argv`` (default: the command line) and run the mining loop on --num-gpus processes."""
+    """Parse ``argv`` (default: the command line); run the loop on --num-gpus processes."""
     parser = mining_argument_parser()
     args = parser.parse_args(argv)
     if args.eval_only:

@@ -5,7 +5,10 @@ The loop runs in-process on the quick schedule (a tiny model, 4 iterations per r
 synthetic data; MODEL.ROI_HEADS.SCORE_THRESH_TEST 0 makes the barely trained model's detections
 on the pool images count.
 """
+
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +79,10 @@ def test_image_record_keeps_the_highest_score_and_the_best_detections():
     assert record["detections"]["boxes"][0] == [1.0, 1.0, 11.0, 11.0]
 
     empty = Instances(
-        (50, 60), pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0), pred_classes=torch.zeros(0)
+        (50, 60),
+        pred_boxes=Boxes(torch.zeros(0, 4)),
+        scores=torch.zeros(0),
+        pred_classes=torch.zeros(0),
     )
     assert image_record({"file_name": "y.png", "image_id": 8}, empty)["score"] is None
 
@@ -102,8 +108,14 @@ def test_a_shorter_round_keeps_the_schedule_shape():
 @pytest.fixture
 def two_small_pools():
     pools = {
-        "test_mining_pool_a": [{"file_name": "a1", "image_id": 1}, {"file_name": "a2", "image_id": 2}],
-        "test_mining_pool_b": [{"file_name": "b1", "image_id": 3}, {"file_name": "a1", "image_id": 1}],
+        "test_mining_pool_a": [
+            {"file_name": "a1", "image_id": 1},
+            {"file_name": "a2", "image_id": 2},
+        ],
+        "test_mining_pool_b": [
+            {"file_name": "b1", "image_id": 3},
+            {"file_name": "a1", "image_id": 1},
+        ],
     }
     for name, records in pools.items():
         DatasetCatalog.register(name, lambda records=records: records)
@@ -149,12 +161,16 @@ def synthetic_root(tmp_path_factory):
     forget_datasets()
 
 
-def run_mine(root, out, *flags, pool="synthetic_pool"):
-    mine.main(
+def mine_argv(root, out, *flags, pool="synthetic_pool", score_thresh=0.0):
+    return (
         ["--config-file", QUICK, "--synthetic", str(root), "--negative-pool", pool]
         + [str(f) for f in flags]
-        + ["OUTPUT_DIR", str(out), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+        + ["OUTPUT_DIR", str(out), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(score_thresh)]
     )
+
+
+def run_mine(root, out, *flags, **kwargs):
+    mine.main(mine_argv(root, out, *flags, **kwargs))
 
 
 def read(path):
@@ -184,7 +200,13 @@ def one_round(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("mining")
     run_mine(synthetic_root, out, "--rounds", 1, "--per-round", 3)
     mining = out / "mining"
-    files = ["settings.json", "round_0.json", "round_1_selection.json", "round_1.json", "report.json"]
+    files = [
+        "settings.json",
+        "round_0.json",
+        "round_1_selection.json",
+        "round_1.json",
+        "report.json",
+    ]
     return {"out": out, "mining": mining, **{f: read(mining / f) for f in files}}
 
 
@@ -222,7 +244,9 @@ def test_the_chosen_images_are_the_pool_images_with_the_highest_scores(one_round
     assert len(records) == POOL_SIZE
     expected = select_hardest(records, 3)
     assert names(selection["images"]) == names(expected)
-    assert [i["score"] for i in selection["images"]] == pytest.approx([r["score"] for r in expected])
+    assert [i["score"] for i in selection["images"]] == pytest.approx(
+        [r["score"] for r in expected]
+    )
     assert all(i["dataset"] == "synthetic_pool" for i in selection["images"])
     assert selection["scored_with"] == str(one_round["mining"] / "round_0" / "model_final.pth")
 
@@ -255,6 +279,7 @@ def test_the_report_follows_every_round(one_round):
         assert metrics["AP50"] == results["bbox_positives"]["AP50"]
         assert sorted(metrics["fa_per_image"], key=float) == THRESHOLDS
         assert metrics["fa_per_image"]["0.5"] == results["negatives"]["fa_per_image@0.5"]
+        assert r["results"] == results  # as train_net.py's results.json has them
 
 
 @pytest.mark.parametrize("name", ["curves.png", "round_1_mined.png"])
@@ -289,9 +314,16 @@ def test_more_rounds_resume_without_redoing_finished_ones(two_rounds):
     assert mtimes(two_rounds["before"]) == two_rounds["before"]  # not trained nor scored again
 
     round_2 = read(mining / "round_2.json")
-    assert (round_2["pool_size_before"], round_2["pool_size_after"]) == (POOL_SIZE - 3, POOL_SIZE - 6)
+    assert (round_2["pool_size_before"], round_2["pool_size_after"]) == (
+        POOL_SIZE - 3,
+        POOL_SIZE - 6,
+    )
     assert round_2["train_size"] == TRAIN_SIZE + 6
-    assert round_2["train_datasets"] == ["synthetic_train", "hnm_mined_round_1", "hnm_mined_round_2"]
+    assert round_2["train_datasets"] == [
+        "synthetic_train",
+        "hnm_mined_round_1",
+        "hnm_mined_round_2",
+    ]
     assert not set(names(round_2["added"])) & set(names(two_rounds["round_1.json"]["added"]))
     report = read(mining / "report.json")
     assert [r["pool_size"] for r in report["rounds"]] == [POOL_SIZE, POOL_SIZE - 3, POOL_SIZE - 6]
@@ -331,3 +363,36 @@ def test_an_empty_pool_stops_mining_with_a_message(synthetic_root, tmp_path):
     assert report["stop_reason"] in (tmp_path / "log.txt").read_text()
     assert (tmp_path / "mining" / "curves.png").is_file()
     assert not (tmp_path / "mining" / "round_1").exists()
+
+
+def test_a_pool_without_detections_stops_mining_with_a_message(one_round, synthetic_root, tmp_path):
+    # Round 0 of the one-round run, copied: this run only scores the pool, at a threshold
+    # no detection passes.
+    mining = tmp_path / "mining"
+    (mining / "round_0").mkdir(parents=True)
+    for name in ("settings.json", "round_0.json", "round_0/model_final.pth"):
+        shutil.copy(one_round["mining"] / name, mining / name)
+    run_mine(synthetic_root, tmp_path, "--rounds", 1, "--per-round", 3, score_thresh=1.0)
+    report = read(mining / "report.json")
+    assert report["rounds_done"] == 0
+    assert "round 1" in report["stop_reason"] and "synthetic_pool" in report["stop_reason"]
+    assert "SCORE_THRESH_TEST" in report["stop_reason"]
+    assert report["stop_reason"] in (tmp_path / "log.txt").read_text()
+    assert not (mining / "round_1_selection.json").exists()
+
+
+def test_two_processes_score_shards_and_only_the_main_one_writes(synthetic_root, tmp_path):
+    argv = mine_argv(synthetic_root, tmp_path, "--rounds", 1, "--per-round", 0.05, "--num-gpus", 2)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "hnm_d2.mine", *argv], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    mining = tmp_path / "mining"
+    selection = read(mining / "round_1_selection.json")
+    assert selection["images_scored"] == POOL_SIZE  # both shards gathered
+    assert len(selection["images"]) == 4  # 0.05 of 72 training images, rounded
+    round_1 = read(mining / "round_1.json")
+    assert (round_1["pool_size_after"], round_1["train_size"]) == (POOL_SIZE - 4, TRAIN_SIZE + 4)
+    assert read(mining / "report.json")["rounds_done"] == 1
+    assert not [p for p in mining.iterdir() if ".tmp-" in p.name]

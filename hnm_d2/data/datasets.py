@@ -126,14 +126,85 @@ def _validate_coco_json(json_file: str) -> List[str]:
             f"{json_file} lists no images: a COCO JSON needs an 'images' list (negative images "
             "are images without annotations)."
         )
+    for index, image in enumerate(images):
+        _check_coco_entry(json_file, "images", index, image, _COCO_IMAGE_FIELDS)
     _check_unique_image_ids(json_file, images)
-    categories = sorted(content.get("categories") or [], key=lambda c: c["id"])
+    categories = content.get("categories") or []
     if not categories:
         raise ValueError(
             f"{json_file} has no 'categories': add one entry per class, e.g. "
             '{"id": 1, "name": "target"}, even if every image is negative.'
         )
-    return [c["name"] for c in categories]
+    for index, category in enumerate(categories):
+        _check_coco_entry(json_file, "categories", index, category, _COCO_CATEGORY_FIELDS)
+    _check_coco_annotations(json_file, content.get("annotations") or [], images, categories)
+    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# field -> (check, what the field must be); detectron2's load_coco_json reads all of these.
+_COCO_IMAGE_FIELDS = {
+    "id": (_is_int, "an integer"),
+    "file_name": (lambda v: isinstance(v, str) and v != "", "a non-empty path"),
+    "height": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "width": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+}
+_COCO_CATEGORY_FIELDS = {
+    "id": (_is_int, "an integer"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+}
+_COCO_ANNOTATION_FIELDS = {
+    "id": (_is_int, "an integer"),
+    "image_id": (_is_int, "an integer"),
+    "category_id": (_is_int, "an integer"),
+}
+
+
+def _check_coco_entry(json_file: str, section: str, index: int, entry, fields: dict) -> None:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{json_file}: {section}[{index}] is {entry!r}, not an object.")
+    for field, (check, expected) in fields.items():
+        if field not in entry:
+            raise ValueError(f"{json_file}: {section}[{index}] has no '{field}'; add it.")
+        if not check(entry[field]):
+            raise ValueError(
+                f"{json_file}: {section}[{index}] has '{field}' {entry[field]!r}; it must be "
+                f"{expected}."
+            )
+
+
+def _check_coco_annotations(json_file: str, annotations, images, categories) -> None:
+    """Every annotation must name an image and a category of the file.
+
+    pycocotools silently ignores an annotation whose image id matches no image, and
+    load_coco_json fails on an unknown category without naming the file.
+    """
+    image_ids = {image["id"] for image in images}
+    category_ids = {category["id"] for category in categories}
+    annotation_ids = set()
+    for index, annotation in enumerate(annotations):
+        _check_coco_entry(json_file, "annotations", index, annotation, _COCO_ANNOTATION_FIELDS)
+        if annotation["id"] in annotation_ids:
+            raise ValueError(
+                f"{json_file}: annotations[{index}] repeats annotation id {annotation['id']}; "
+                "give every annotation a unique 'id'."
+            )
+        annotation_ids.add(annotation["id"])
+        for field, known in (("image_id", image_ids), ("category_id", category_ids)):
+            if annotation[field] not in known:
+                raise ValueError(
+                    f"{json_file}: annotations[{index}] has {field} {annotation[field]} that "
+                    f"matches no entry of '{'images' if field == 'image_id' else 'categories'}'"
+                    ": fix the id or remove the annotation."
+                )
+        if "bbox" in annotation and not isinstance(annotation["bbox"], list):
+            raise ValueError(
+                f"{json_file}: annotations[{index}] has bbox {annotation['bbox']!r}; it must be "
+                "a list [x, y, width, height]."
+            )
 
 
 def _check_unique_image_ids(json_file: str, images: List[dict]) -> None:

@@ -64,7 +64,7 @@ def find_annotation_problem(
 ) -> Optional[str]:
     """Why an annotation is unusable for training, or None if it is valid.
 
-    Checked in this order: the category id lies in [0, num_classes); "bbox" and "bbox_mode"
+    Checked in this order: the annotation is a dict; the category id lies in [0, num_classes); "bbox" and "bbox_mode"
     exist and the mode is absolute; every coordinate is finite; the box has positive width and
     height once converted to XYXY_ABS, and covers more than one pixel; the box lies inside the
     image, up to ``BOUNDARY_TOLERANCE_PX``.
@@ -78,6 +78,8 @@ def find_annotation_problem(
     Returns:
         A reason naming the field and its values, or None.
     """
+    if not isinstance(annotation, dict):
+        return f"annotation {annotation!r} is a {type(annotation).__name__}, not a dict"
     return _category_problem(annotation, num_classes) or _box_problem(
         annotation, image_height, image_width
     )

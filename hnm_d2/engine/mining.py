@@ -27,6 +27,7 @@ Distributed: every process runs the loop, trains (DDP) and scores its shard of t
 main process alone writes files, and every decision read from a file or made from the gathered
 scores is the main process's, broadcast to the others with ``comm.all_gather``.
 """
+
 import logging
 import math
 import os
@@ -49,7 +50,17 @@ from .mining_report import (
 from .pool_scoring import images_per_round, score_pool, select_hardest
 from .trainer import HNMTrainer
 
-__all__ = ["run_mining", "MiningLayout", "CandidatePool", "scaled_schedule", "mined_dataset_name"]
+__all__ = [
+    "run_mining",
+    "MiningLoop",
+    "MiningLayout",
+    "CandidatePool",
+    "register_mined_dataset",
+    "mined_dataset_name",
+    "scaled_schedule",
+    "mining_settings",
+    "check_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -198,9 +209,9 @@ def scaled_schedule(max_iter, steps, warmup_iters, iterations):
         iterations (int): the round's iterations.
 
     Returns:
-        tuple: (MAX_ITER, STEPS, WARMUP_ITERS) for the round. Steps are scaled by
-        ``iterations / max_iter`` and rounded half up; those that land on 0, on or past the end, or on
-        an earlier step are dropped (detectron2's scheduler requires strictly increasing
+        tuple: (MAX_ITER, STEPS, WARMUP_ITERS) for the round. Steps and warm-up are scaled by
+        ``iterations / max_iter`` and rounded half up; steps that land on 0, on or past the end,
+        or on an earlier step are dropped (detectron2's scheduler requires strictly increasing
         steps inside the run).
     """
     ratio = iterations / max_iter
@@ -363,15 +374,20 @@ class MiningLoop:
                 k,
                 f"none of the {len(records)} images left in the pool ({self._pool_description}) "
                 f"gets a detection scored above MODEL.ROI_HEADS.SCORE_THRESH_TEST = {threshold} "
-                f"from round {k - 1}'s model",
+                f"from round {k - 1}'s model: the pool is exhausted (a lower threshold "
+                "lets lower-scored images be mined)",
             )
         selection = {
             "round": k,
             "scored_with": self._layout.final_weights(k - 1),
+            "images_scored": len(records),
+            "images_with_detection": sum(r["score"] is not None for r in records),
             "images_wanted": count,
             "pool_size_before": len(self._pool),
             "pool_size_after": len(self._pool) - len(chosen),
-            "images": [dict(_added_entry(self._pool, r), detections=r["detections"]) for r in chosen],
+            "images": [
+                dict(_added_entry(self._pool, r), detections=r["detections"]) for r in chosen
+            ],
         }
         write_json_atomically(self._layout.selection(k), selection)
         return selection
@@ -382,10 +398,8 @@ class MiningLoop:
 
     def _exhausted(self, k, why):
         # Not persisted: a resumed run scores again, which a lower SCORE_THRESH_TEST may change.
-        message = (
-            f"Mining stops at round {k}: {why}. The pool is exhausted; rounds 0-{k - 1} are in "
-            f"{self._layout.report}."
-        )
+        done = "round 0" if k == 1 else f"rounds 0 to {k - 1}"
+        message = f"Mining stops at round {k}: {why}. {self._layout.report} reports {done}."
         return {"round": k, "images": [], "stop_reason": message}
 
     def _add_to_training_set(self, k, selection):
@@ -475,7 +489,7 @@ class MiningLoop:
                 selection["images"],
                 MetadataCatalog.get(self._train_names[0]),
                 self._layout.mined_plot(k),
-                title=f"Round {k}: the {len(selection['images'])} pool images added (hardest first)",
+                title=f"Round {k}: pool images added to the training set",
             )
         # Last: its presence marks the round as done.
         write_json_atomically(self._layout.summary(k), summary)

@@ -4,6 +4,7 @@ Every file is written to a temporary file in its own directory and renamed over 
 so a reader (or a resumed run) sees the previous complete file or the new one, never half of one.
 Plots are drawn on matplotlib's Agg canvas directly: no pyplot, no global backend switch.
 """
+
 import contextlib
 import json
 import math
@@ -119,6 +120,13 @@ def round_metrics(eval_results):
     return metrics
 
 
+def _as_train_net_results(eval_results):
+    # DefaultTrainer.test, hence results.json, gives a lone test set's results unwrapped.
+    if len(eval_results) == 1:
+        return next(iter(eval_results.values()))
+    return eval_results
+
+
 def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
     """The content of report.json.
 
@@ -131,7 +139,10 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
     Returns:
         dict: "pool", "rounds_requested", "rounds_done", "stop_reason" and "rounds": per round
         "round", "images_added", "train_size", "pool_size" (images left after the round),
-        "training_dir" and "metrics" (see :func:`round_metrics`).
+        "training_dir", "metrics" (see :func:`round_metrics`) and "results": the evaluator's
+        results in the shape train_net.py writes to results.json (a lone test set's dict
+        itself, else one dict per test set), so scripts can compare a mining run with a stock
+        one.
     """
     return {
         "pool": list(pool),
@@ -146,23 +157,31 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
                 "pool_size": s["pool_size_after"],
                 "training_dir": s["training_dir"],
                 "metrics": round_metrics(s["eval"]),
+                "results": _as_train_net_results(s["eval"]),
             }
             for s in round_summaries
         ],
     }
 
 
-def _as_number(value):
-    return float("nan") if value is None else value
-
-
-def _series(report, dataset_name, pick):
-    """Per round, ``pick(metrics of dataset_name)``; NaN (a gap) where a round lacks it."""
+def _series(report, dataset_name, key, threshold=None):
+    """Per round, a test set's ``metrics[key]`` (or ``metrics[key][threshold]``); NaN (a gap in
+    the plot) where a round lacks it."""
     values = []
     for r in report["rounds"]:
-        metrics = r["metrics"].get(dataset_name)
-        values.append(_as_number(pick(metrics)) if metrics else float("nan"))
+        value = r["metrics"].get(dataset_name, {}).get(key)
+        if threshold is not None and value is not None:
+            value = value.get(threshold)
+        values.append(float("nan") if value is None else value)
     return values
+
+
+def _thresholds(report, dataset_name):
+    """The score thresholds of a test set's false-alarm counts, in increasing order."""
+    found = set()
+    for r in report["rounds"]:
+        found.update(r["metrics"].get(dataset_name, {}).get("fa_per_image", {}))
+    return sorted(found, key=float)
 
 
 def _save_figure(figure, path):
@@ -178,18 +197,13 @@ def plot_curves(report, path):
         path (str): the PNG file to write.
     """
     rounds = [r["round"] for r in report["rounds"]]
-    dataset_names = sorted({name for r in report["rounds"] for name in r["metrics"]})
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     ap_axes, fa_axes = figure.subplots(1, 2)
-    for name in dataset_names:
+    for name in sorted({name for r in report["rounds"] for name in r["metrics"]}):
         for key in ("AP", "AP50"):
-            ap_axes.plot(rounds, _series(report, name, lambda m: m[key]), "o-", label=f"{key} {name}")
-        thresholds = sorted(
-            {t for r in report["rounds"] for t in r["metrics"].get(name, {}).get("fa_per_image", {})},
-            key=float,
-        )
-        for t in thresholds:
-            values = _series(report, name, lambda m: m["fa_per_image"].get(t))
+            ap_axes.plot(rounds, _series(report, name, key), "o-", label=f"{key} {name}")
+        for t in _thresholds(report, name):
+            values = _series(report, name, "fa_per_image", t)
             fa_axes.plot(rounds, values, "o-", label=f"score >= {t} {name}")
     ap_axes.set(title="COCO AP on positive test images", xlabel="round", ylabel="AP")
     fa_axes.set(
@@ -226,13 +240,13 @@ def plot_mined_images(images, metadata, path, title):
             ``MAX_IMAGES_DRAWN`` are drawn.
         metadata (Metadata): for the class names on the labels.
         path (str): the PNG file to write.
-        title (str): the figure's title.
+        title (str): the figure's title; how many images are shown is appended.
     """
     shown = images[:MAX_IMAGES_DRAWN]
     columns = math.ceil(math.sqrt(len(shown)))
     rows = math.ceil(len(shown) / columns)
     figure = Figure(figsize=(3.2 * columns, 3.4 * rows + 0.4), layout="constrained")
-    figure.suptitle(title)
+    figure.suptitle(f"{title}\n{len(shown)} of {len(images)} shown, hardest first", fontsize=10)
     for index, entry in enumerate(shown):
         axes = figure.add_subplot(rows, columns, index + 1)
         image = read_image(entry["file_name"], format="RGB")

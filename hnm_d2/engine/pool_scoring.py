@@ -9,13 +9,16 @@ Distributed: every process scores its own shard of the pool (detectron2's ``Infe
 splits it); the per-image records are gathered on the main process, which alone ranks and
 selects. The ranking and selection are pure functions of those records.
 """
+
 import math
 
 import torch
-from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import inference_context
 from detectron2.utils import comm
 from tqdm import tqdm
+
+from ..data import NegativeAwareDatasetMapper
 
 __all__ = ["score_pool", "image_record", "rank_by_score", "images_per_round", "select_hardest"]
 
@@ -70,7 +73,9 @@ def score_pool(model, pool_dicts, cfg, description="Scoring pool"):
     """
     loader = build_detection_test_loader(
         pool_dicts,
-        mapper=DatasetMapper(cfg, is_train=False),
+        # The stock test-time mapping, with an error that names an unreadable image's file
+        # and id.
+        mapper=NegativeAwareDatasetMapper(cfg, is_train=False),
         batch_size=cfg.HNM.MINING.SCORE_BATCH_SIZE,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
