@@ -1,6 +1,6 @@
 """Training cost of each hnm_d2 head mechanism against stock detectron2, side by side.
 
-    python benchmarks/bench_heads.py [--iters 4] [--warmup 2] [--repeats 5] [--threads 1]
+    python benchmarks/bench_heads.py [--iters 2] [--warmup 2] [--repeats 10] [--threads 1]
 
 Every variant is the same small CPU Faster R-CNN (--config-file, default
 configs/hnm_R18_FPN_cpu.yaml: ResNet-18 FPN, 64 FPN channels, BatchNorm, 128 RoIs and at most
@@ -10,9 +10,9 @@ flipped, drawn from a pool of 16 image ids so that images come back (the buffer 
 
 Time: one iteration is forward + backward + SGD step, inside an EventStorage. The optimizer's
 learning rate is 0, so every variant keeps the same weights at every iteration. Per repeat,
-each variant runs --iters iterations in turn (variants interleaved, so a load change on the
-machine hits them all alike); a variant's figure is the median over repeats of its mean
-iteration time, after --warmup iterations that are not timed.
+each variant runs --iters iterations in turn (variants interleaved, in a rotating order, so
+that a load change on the machine hits them all alike); a variant's figure is the median over
+repeats of its mean iteration time, after --warmup iterations that are not timed.
 
 Memory: each variant runs again in a fresh Python process: --warmup + --iters iterations, and
 the figure is the growth of the process' peak resident set (Linux VmHWM) from just before the
@@ -161,12 +161,14 @@ def time_variants(config_file, args):
                 storage.step()
             return (time.perf_counter() - start) / max(len(batch_slice), 1)
 
-    for name in VARIANTS:
+    names = list(VARIANTS)
+    for name in names:
         run(name, batches[: args.warmup])
-    per_repeat = {name: [] for name in VARIANTS}
+    per_repeat = {name: [] for name in names}
     for r in range(args.repeats):
         start = args.warmup + r * args.iters
-        for name in VARIANTS:
+        # A different variant goes first in each repeat: none always runs right after another.
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             per_repeat[name].append(run(name, batches[start : start + args.iters]))
     notes = {name: _notes(storages[name]) for name in VARIANTS}
     return {name: statistics.median(times) for name, times in per_repeat.items()}, notes
@@ -251,9 +253,9 @@ def print_table(times, memory, notes):
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", default=os.path.normpath(DEFAULT_CONFIG))
-    parser.add_argument("--iters", type=int, default=4, help="timed iterations per repeat")
+    parser.add_argument("--iters", type=int, default=2, help="timed iterations per repeat")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--memory-probe", choices=list(VARIANTS), help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -65,7 +65,7 @@ def test_total_capacity_evicts_the_lowest_scores_first():
     buffer.add(1, boxes_at(0, 20), torch.tensor([0.9, 0.55]), iteration=0)
     buffer.add(2, boxes_at(0), torch.tensor([0.8]), iteration=0)
     buffer.add(3, boxes_at(0), torch.tensor([0.6]), iteration=0)  # evicts image 1's 0.55
-    assert len(buffer) == 3
+    assert buffer.num_entries == 3
     assert stored(buffer, 1) == ([0.0], [0.9])
     buffer.add(4, boxes_at(0), torch.tensor([0.5]), iteration=0)  # the lowest: not kept
     assert stored(buffer, 4) == ([], [])
@@ -83,7 +83,7 @@ def test_near_duplicates_merge_into_the_better_scored_box_and_refresh_it():
     # The same image's other boxes and other images' boxes are not merged.
     buffer.add(2, boxes_at(0), torch.tensor([0.6]), iteration=6)
     buffer.add(1, boxes_at(30), torch.tensor([0.6]), iteration=6)
-    assert len(buffer) == 3
+    assert buffer.num_entries == 3
 
 
 def test_entries_expire_after_max_age_iterations_without_confirmation():
@@ -91,12 +91,12 @@ def test_entries_expire_after_max_age_iterations_without_confirmation():
     buffer.add(1, boxes_at(0), torch.tensor([0.9]), iteration=0)
     buffer.add(2, boxes_at(0), torch.tensor([0.9]), iteration=5)
     buffer.expire(10)
-    assert len(buffer) == 2
+    assert buffer.num_entries == 2
     buffer.expire(11)
-    assert stored(buffer, 1) == ([], []) and len(buffer) == 1
+    assert stored(buffer, 1) == ([], []) and buffer.num_entries == 1
     buffer.add(2, boxes_at(0), torch.tensor([0.8]), iteration=12)  # confirmed again
     buffer.expire(22)
-    assert len(buffer) == 1
+    assert buffer.num_entries == 1
 
 
 def test_table_round_trip_is_exact():

@@ -10,13 +10,13 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
+from detectron2.modeling import StandardROIHeads, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import hnm_d2  # noqa: F401  (registers the hnm_d2 classes)
 from hnm_d2.config import HNMConfigError, add_hnm_config
-from hnm_d2.modeling import HNMRCNN, HNMROIHeads, HNMRPN, image_key
+from hnm_d2.modeling import HNMRCNN, HNMRPN, HNMROIHeads, image_key
 
 HEIGHT, WIDTH = 64, 96
 
@@ -86,6 +86,20 @@ def batch(transforms=None):
         if transforms is not None:
             x["transforms"] = transforms
     return inputs
+
+
+def rpn_like_proposals(boxes):
+    proposals = Instances((HEIGHT, WIDTH))
+    proposals.proposal_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32))
+    proposals.objectness_logits = torch.zeros(len(boxes))
+    return proposals
+
+
+def grid_proposals(n):
+    """n random boxes with integer corners inside the top-left 46 x 46 px, shape (n, 4)."""
+    generator = torch.Generator().manual_seed(3)
+    xy = torch.randint(0, 30, (n, 2), generator=generator)
+    return torch.cat([xy, xy + torch.randint(4, 16, (n, 2), generator=generator)], dim=1)
 
 
 def seeded_losses(model, inputs=None):
@@ -161,28 +175,43 @@ def test_ohem_backpropagates_through_kept_rois_only(monkeypatch):
     heads = model.roi_heads
     pooled = []
     heads.box_pooler.register_forward_hook(lambda _m, _i, out: pooled.append(out))
-    selections = []
+    kept_indices = []
     select = heads._select_hard_rois
-
-    def recording_select(proposals, losses):
-        selections.append(([len(p) for p in proposals], select(proposals, losses)))
-        return selections[-1][1]
-
-    monkeypatch.setattr(heads, "_select_hard_rois", recording_select)
+    monkeypatch.setattr(
+        heads,
+        "_select_hard_rois",
+        lambda *args: kept_indices.append(select(*args)) or kept_indices[-1],
+    )
+    # Leaf feature maps, so that their gradients can be compared.
+    generator = torch.Generator().manual_seed(5)
+    features = {
+        f"p{level}": torch.randn(
+            2, 32, HEIGHT >> level, WIDTH >> level, generator=generator
+        ).requires_grad_()
+        for level in (2, 3, 4, 5)
+    }
     with EventStorage():
-        torch.manual_seed(123)
-        losses = model(batch())
-        (features,) = pooled  # ROIAlign ran once, over every candidate
-        features.retain_grad()
-        sum(losses.values()).backward()
+        candidates = heads.label_and_sample_proposals(
+            [rpn_like_proposals(grid_proposals(150)) for _ in range(2)],
+            [instances([[10, 8, 40, 40], [50, 20, 80, 56]]), instances([])],
+        )
+        ohem_losses = heads._forward_box(features, candidates)
+        ohem_grads = torch.autograd.grad(sum(ohem_losses.values()), list(features.values()))
 
-    ((lengths, keep),) = selections
-    assert [len(k) for k in keep] == [16, 16] and features.shape[0] == sum(lengths)
-    expected = torch.zeros(sum(lengths), dtype=torch.bool)
-    expected[keep[0]] = True
-    expected[keep[1] + lengths[0]] = True
-    row_has_grad = features.grad.flatten(1).abs().sum(dim=1) > 0
-    assert torch.equal(row_has_grad, expected)
+        # The ranking pass pooled every candidate without gradients, the training pass the
+        # kept RoIs only, with gradients.
+        (keep,) = kept_indices
+        assert [len(k) for k in keep] == [16, 16]
+        assert not pooled[0].requires_grad and pooled[0].shape[0] == sum(map(len, candidates))
+        assert pooled[1].requires_grad and pooled[1].shape[0] == 32
+        # Stock box branch on the kept RoIs alone: the same losses and the same gradients.
+        kept = [p[k] for p, k in zip(candidates, keep)]
+        stock_losses = StandardROIHeads._forward_box(heads, features, kept)
+        stock_grads = torch.autograd.grad(sum(stock_losses.values()), list(features.values()))
+    for key in stock_losses:
+        assert torch.equal(ohem_losses[key], stock_losses[key]), key
+    for ohem_grad, stock_grad in zip(ohem_grads, stock_grads):
+        assert torch.equal(ohem_grad, stock_grad)
 
 
 def test_ohem_rejects_other_box_losses_at_build_time():
@@ -191,20 +220,6 @@ def test_ohem_rejects_other_box_losses_at_build_time():
     )
     with pytest.raises(HNMConfigError, match="MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE"):
         build_model(cfg)
-
-
-def rpn_like_proposals(boxes):
-    proposals = Instances((HEIGHT, WIDTH))
-    proposals.proposal_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32))
-    proposals.objectness_logits = torch.zeros(len(boxes))
-    return proposals
-
-
-def grid_proposals(n):
-    """n integer-coordinate boxes on the left half of the image (the object is on the right)."""
-    generator = torch.Generator().manual_seed(3)
-    xy = torch.randint(0, 30, (n, 2), generator=generator)
-    return torch.cat([xy, xy + torch.randint(4, 16, (n, 2), generator=generator)], dim=1)
 
 
 def buffer_heads(**options):
@@ -289,7 +304,7 @@ def test_buffer_is_filled_then_injected_on_the_next_visit():
     )
     with EventStorage() as storage:
         model(batch())
-        assert len(model.roi_heads.hard_negative_buffer) > 0
+        assert model.roi_heads.hard_negative_buffer.num_entries > 0
         assert storage.history("hnm/buffer_injected").latest() == 0
         storage.step()
         model(batch())
@@ -313,7 +328,7 @@ def test_buffer_survives_a_checkpoint_round_trip(tmp_path):
     DetectionCheckpointer(model, str(tmp_path)).save("model")
 
     fresh = seeded_model(cfg)
-    assert len(fresh.roi_heads.hard_negative_buffer) == 0
+    assert fresh.roi_heads.hard_negative_buffer.num_entries == 0
     DetectionCheckpointer(fresh).load(str(tmp_path / "model.pth"))
     restored = fresh.roi_heads.hard_negative_buffer.entries
     for column, (a, b) in zip(saved._fields, zip(saved, restored)):
@@ -332,7 +347,7 @@ def test_a_few_iterations_with_everything_on():
             optimizer.step()
             storage.step()
         scalars = set(storage.histories())
-    assert len(model.roi_heads.hard_negative_buffer) > 0
+    assert model.roi_heads.hard_negative_buffer.num_entries > 0
     expected = {
         "hnm/buffer_size",
         "hnm/buffer_mean_score",

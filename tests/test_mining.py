@@ -26,7 +26,7 @@ import hnm_d2
 from hnm_d2 import mine
 from hnm_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from hnm_d2.engine.mining import CandidatePool, check_settings, scaled_schedule
-from hnm_d2.engine.mining_report import MiningStateError
+from hnm_d2.engine.mining_report import MiningStateError, read_json, write_json_atomically
 from hnm_d2.engine.pool_scoring import (
     image_record,
     images_per_round,
@@ -141,6 +141,17 @@ def test_resuming_with_other_settings_names_the_setting_and_the_fix():
     check_settings({"per_round": 3.0}, {"per_round": 3.0}, "settings.json")
     with pytest.raises(MiningStateError, match="per_round = 3.0.*5.0.*new OUTPUT_DIR"):
         check_settings({"per_round": 3.0}, {"per_round": 5.0}, "settings.json")
+
+
+def test_state_files_round_trip_and_a_corrupt_one_names_the_fix(tmp_path):
+    path = tmp_path / "round_1_selection.json"
+    write_json_atomically(path, {"image_id": np.int64(7), "score": 0.5})
+    assert read_json(path) == {"image_id": 7, "score": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+    assert read_json(tmp_path / "absent.json") is None
+    path.write_text('{"image_id": 7, "sco')  # as if written by something non-atomic
+    with pytest.raises(MiningStateError, match="round_1_selection.json.*delete it"):
+        read_json(path)
 
 
 # --------------------------------------------------------------------- the loop, in-process
@@ -329,6 +340,22 @@ def test_more_rounds_resume_without_redoing_finished_ones(two_rounds):
     assert [r["pool_size"] for r in report["rounds"]] == [POOL_SIZE, POOL_SIZE - 3, POOL_SIZE - 6]
 
 
+def test_a_round_interrupted_after_training_is_evaluated_without_training(
+    two_rounds, synthetic_root
+):
+    mining = two_rounds["mining"]
+    summary_before = read(mining / "round_2.json")
+    (mining / "round_2.json").unlink()
+    trained = mtimes([mining / "round_2" / "model_final.pth", mining / "round_2_selection.json"])
+
+    run_mine(synthetic_root, two_rounds["out"], "--rounds", 2, "--per-round", 3)
+
+    assert mtimes(trained) == trained
+    summary = read(mining / "round_2.json")
+    assert summary["added"] == summary_before["added"]
+    assert summary["eval"] == summary_before["eval"]  # the same weights, evaluated again
+
+
 def test_an_interrupted_round_reuses_its_selection_and_resumes_training(two_rounds, synthetic_root):
     mining = two_rounds["mining"]
     round_dir = mining / "round_2"
@@ -382,7 +409,8 @@ def test_a_pool_without_detections_stops_mining_with_a_message(one_round, synthe
 
 
 def test_two_processes_score_shards_and_only_the_main_one_writes(synthetic_root, tmp_path):
-    argv = mine_argv(synthetic_root, tmp_path, "--rounds", 1, "--per-round", 0.05, "--num-gpus", 2)
+    flags = ["--rounds", 1, "--per-round", 0.05, "--iters-per-round", 2, "--from-scratch"]
+    argv = mine_argv(synthetic_root, tmp_path, *flags, "--num-gpus", 2)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "hnm_d2.mine", *argv], env=env, capture_output=True, text=True
@@ -394,5 +422,8 @@ def test_two_processes_score_shards_and_only_the_main_one_writes(synthetic_root,
     assert len(selection["images"]) == 4  # 0.05 of 72 training images, rounded
     round_1 = read(mining / "round_1.json")
     assert (round_1["pool_size_after"], round_1["train_size"]) == (POOL_SIZE - 4, TRAIN_SIZE + 4)
+    # --from-scratch: MODEL.WEIGHTS of the config (none), not round 0's weights.
+    assert (round_1["initialized_from"], round_1["iterations"]) == ("", 2)
+    assert saved_iteration(Path(round_1["weights"])) == 1
     assert read(mining / "report.json")["rounds_done"] == 1
     assert not [p for p in mining.iterdir() if ".tmp-" in p.name]

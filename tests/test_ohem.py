@@ -22,7 +22,7 @@ def disjoint_boxes(n):
 def select(losses, boxes=None, fg=None, batch_size=10, nms_thresh=0.7, min_pos=0.0):
     losses = torch.tensor(losses)
     boxes = disjoint_boxes(len(losses)) if boxes is None else boxes
-    fg = torch.zeros(len(losses), dtype=torch.bool) if fg is None else torch.tensor(fg, dtype=torch.bool)
+    fg = torch.tensor([False] * len(losses) if fg is None else fg, dtype=torch.bool)
     return select_hard_rois(losses, boxes, fg, batch_size, nms_thresh, min_pos).tolist()
 
 

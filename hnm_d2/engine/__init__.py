@@ -7,16 +7,24 @@ from .launcher import (
     save_results,
     setup,
 )
+from .mining import MiningStateError, run_mining
+from .pool_scoring import images_per_round, rank_by_score, score_pool, select_hardest
 from .trainer import HNMTrainer
 
 __all__ = [
     "AtomicDetectionCheckpointer",
     "CheckpointError",
     "HNMTrainer",
+    "MiningStateError",
     "hnm_argument_parser",
+    "images_per_round",
     "log_summary",
     "prepare_datasets",
+    "rank_by_score",
     "register_datasets",
+    "run_mining",
     "save_results",
+    "score_pool",
+    "select_hardest",
     "setup",
 ]

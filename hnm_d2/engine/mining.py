@@ -33,7 +33,6 @@ import math
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import hooks
 from detectron2.utils import comm
 
 from ..config import validate_hnm_config
@@ -255,19 +254,10 @@ def _read_on_main_process(path):
     return _main_process_value(read_json(path) if comm.is_main_process() else None)
 
 
-class _RoundTrainer(HNMTrainer):
-    """HNMTrainer without the evaluation at the end of training.
-
-    The loop evaluates every round itself, once, after ``train()``: the same way whether the
-    round trained now or had finished training before an interruption.
-    """
-
-    def build_hooks(self):
-        return [h for h in super().build_hooks() if not isinstance(h, hooks.EvalHook)]
-
-
 def _per_test_set(cfg, results):
-    # DefaultTrainer.test returns a lone test set's results unwrapped.
+    # HNMTrainer.train returns a lone test set's results unwrapped, and None without DATASETS.TEST.
+    if not results:
+        return {}
     if len(cfg.DATASETS.TEST) == 1:
         return {cfg.DATASETS.TEST[0]: results}
     return dict(results)
@@ -455,11 +445,12 @@ class MiningLoop:
             cfg.MODEL.WEIGHTS or "scratch",
             cfg.OUTPUT_DIR,
         )
-        trainer = _RoundTrainer(cfg)
+        trainer = HNMTrainer(cfg)
         # Resumes from the round's last checkpoint if any, else loads cfg.MODEL.WEIGHTS alone.
         trainer.resume_or_load(resume=True)
-        trainer.train()
-        results = trainer.test(cfg, trainer.model)
+        # The evaluation after the last iteration; it also runs when an interrupted round had
+        # finished training (there are no iterations left, only that evaluation).
+        results = trainer.train()
         summary = None
         if comm.is_main_process():
             summary = self._summary(k, cfg, selection, _per_test_set(cfg, results))

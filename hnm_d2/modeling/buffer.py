@@ -225,12 +225,14 @@ class HardNegativeBuffer(nn.Module):
         self.entries = BufferEntries.empty()
         self.peer_tables: Optional[torch.Tensor] = None
 
-    def __len__(self):
+    @property
+    def num_entries(self) -> int:
+        """Boxes stored (not ``__len__``: an empty buffer would make the module falsy)."""
         return self.entries.keys.numel()
 
     def mean_score(self) -> float:
         """Mean foreground score of the entries (0 when empty)."""
-        return self.entries.scores.mean().item() if len(self) else 0.0
+        return self.entries.scores.mean().item() if self.num_entries else 0.0
 
     def boxes_of(self, key: int):
         """The entries of one image, best first.
@@ -251,13 +253,14 @@ class HardNegativeBuffer(nn.Module):
             scores (Tensor): shape (M,), their foreground scores.
             iteration (int): the current training iteration.
         """
+        boxes, scores = boxes.detach().cpu(), scores.detach().cpu()
         hard = scores >= self.score_thresh
         is_mine = self.entries.keys == key
         merged = merge_image_entries(
             self.entries.select(is_mine),
             key,
-            boxes[hard].detach().cpu(),
-            scores[hard].detach().cpu(),
+            boxes[hard],
+            scores[hard],
             iteration,
             self.per_image,
             self.dedup_iou,
