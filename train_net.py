@@ -9,6 +9,7 @@
 Add --eval-only with MODEL.WEIGHTS to evaluate, --resume to continue from OUTPUT_DIR, and
 --num-gpus N for N processes (GPUs with NCCL, or CPU processes with gloo).
 """
+
 from detectron2.engine import launch
 from detectron2.utils import comm
 

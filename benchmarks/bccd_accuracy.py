@@ -12,14 +12,17 @@ Training uses the official trainval split (train + val), evaluation the official
 Nothing is tuned: every setting uses the values of its YAML in configs/.
 
     .venv/bin/python benchmarks/bccd_accuracy.py --bccd-root ../shared/data/bccd \
-        --iters 300 --seeds 0 1 2 --output output/bench_bccd
+        --iters 240 --seeds 0 1 2 --jobs 2 --output output/bench_bccd
 """
+
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,10 +110,11 @@ def final_results(setting, output_dir):
     return json.loads((output_dir / "results.json").read_text())
 
 
-def run_one(command, log_path):
+def run_one(command, log_path, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed; see {log_path}")
     return time.perf_counter() - start
@@ -141,38 +145,54 @@ def markdown_table(all_runs):
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bccd-root", default=str(REPO.parent / "shared/data/bccd"))
-    parser.add_argument("--iters", type=int, default=300, help="training iterations per run")
+    parser.add_argument("--iters", type=int, default=240, help="training iterations per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--mining-rounds", type=int, default=2)
     parser.add_argument("--mining-per-round", type=float, default=0.2)
     parser.add_argument("--output", default="output/bench_bccd")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time, each with cores // jobs threads"
+    )
     return parser.parse_args()
+
+
+def command_for(setting, seed, output_dir, args, bccd_root):
+    if setting == MINING:
+        return mining_command(
+            bccd_root, args.iters, seed, output_dir, args.mining_rounds, args.mining_per_round
+        )
+    return train_command(setting, bccd_root, args.iters, seed, output_dir)
 
 
 def main():
     args = parse_args()
     bccd_root = str(Path(args.bccd_root).resolve())
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
     all_runs = {setting: [] for setting in args.settings}
-    for seed in args.seeds:
-        for setting in args.settings:
-            slug = setting.strip("+ ").split(" (")[0].replace(" ", "_").replace("-", "_")
-            output_dir = (REPO / args.output / f"{slug}_seed{seed}").resolve()
-            output_dir.mkdir(parents=True, exist_ok=True)
-            if setting == MINING:
-                command = mining_command(
-                    bccd_root, args.iters, seed, output_dir,
-                    args.mining_rounds, args.mining_per_round,
-                )  # fmt: skip
-            else:
-                command = train_command(setting, bccd_root, args.iters, seed, output_dir)
-            seconds = run_one(command, output_dir / "benchmark.log")
-            all_runs[setting].append(
-                {"seed": seed, "seconds": seconds, "results": final_results(setting, output_dir)}
-            )
-            sys.stderr.write(f"done: {setting}, seed {seed}, {seconds:.0f} s\n")
+
+    def run(setting, seed):
+        slug = setting.strip("+ ").split(" (")[0].replace(" ", "_").replace("-", "_")
+        output_dir = (REPO / args.output / f"{slug}_seed{seed}").resolve()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        command = command_for(setting, seed, output_dir, args, bccd_root)
+        seconds = run_one(command, output_dir / "benchmark.log", threads)
+        sys.stderr.write(f"done: {setting}, seed {seed}, {seconds:.0f} s\n")
+        return setting, {
+            "seed": seed,
+            "seconds": seconds,
+            "results": final_results(setting, output_dir),
+        }
+
+    jobs = [(setting, seed) for seed in args.seeds for setting in args.settings]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for setting, run_record in pool.map(lambda job: run(*job), jobs):
+            all_runs[setting].append(run_record)
             (REPO / args.output / "runs.json").write_text(json.dumps(all_runs, indent=2))
-    print(f"BCCD Platelets, {args.iters} iterations, seeds {args.seeds}:\n")
+    print(
+        f"BCCD Platelets, {args.iters} iterations, seeds {args.seeds}, "
+        f"{args.jobs} run(s) at a time with {threads} thread(s) each:\n"
+    )
     print(markdown_table(all_runs))
 
 

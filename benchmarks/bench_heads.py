@@ -1,6 +1,6 @@
 """Training cost of each hnm_d2 head mechanism against stock detectron2, side by side.
 
-    python benchmarks/bench_heads.py [--iters 2] [--warmup 2] [--repeats 10] [--threads 1]
+    python benchmarks/bench_heads.py [--iters 2] [--warmup 2] [--repeats 16] [--threads 1]
 
 Every variant is the same small CPU Faster R-CNN (--config-file, default
 configs/hnm_R18_FPN_cpu.yaml: ResNet-18 FPN, 64 FPN channels, BatchNorm, 128 RoIs and at most
@@ -255,7 +255,7 @@ def parse_args():
     parser.add_argument("--config-file", default=os.path.normpath(DEFAULT_CONFIG))
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per repeat")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--memory-probe", choices=list(VARIANTS), help=argparse.SUPPRESS)
     return parser.parse_args()

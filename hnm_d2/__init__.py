@@ -4,6 +4,7 @@ Importing this package registers HNMRCNN (META_ARCH), HNMRPN (PROPOSAL_GENERATOR
 HNMROIHeads (ROI_HEADS) with detectron2's registries; ``add_hnm_config(cfg)`` adds the keys
 that switch the mechanisms on, all off by default.
 """
+
 from .config import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .evaluation import *  # noqa: F401,F403

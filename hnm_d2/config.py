@@ -5,6 +5,7 @@ stock detectron2 builds and trains with the same losses. Values are validated wh
 or data loader is built (``validate_hnm_config``), so a bad value fails before training starts
 with a message that names the key, the value and the allowed range.
 """
+
 import math
 
 from detectron2.config import CfgNode as CN
@@ -143,7 +144,7 @@ def _is_finite_number(value):
 
 
 def validate_hnm_config(cfg, prefix=""):
-    """Check every hnm_d2 key under ``prefix`` ("" = all); raise HNMConfigError on the first bad one.
+    """Check the hnm_d2 keys under ``prefix`` ("" = all); raise HNMConfigError on a bad one.
 
     Called from the ``from_config`` of the classes that read the keys, so a bad value fails
     when the model or loader is built, not hours into training.

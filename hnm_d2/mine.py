@@ -20,7 +20,12 @@ import argparse
 
 from detectron2.engine import launch
 
-from .engine.launcher import hnm_argument_parser, prepare_datasets, register_datasets, setup
+from .engine.launcher import (
+    hnm_argument_parser,
+    prepare_datasets,
+    register_datasets,
+    setup,
+)
 from .engine.mining import run_mining
 
 __all__ = ["mining_argument_parser", "mining_opts", "mine", "main"]

@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.matcher import Matcher
 from PIL import Image
 
 from hnm_d2.data import register_synthetic_splits
+from hnm_d2.modeling import HNMRPN
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +63,25 @@ def write_image(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def tiny_rpn():
+    """Factory of HNMRPNs for calling losses()/_subsample_labels() on hand-built anchors: the
+    head and the anchor generator are never used there. 8 anchors sampled per image."""
+
+    def build(**kwargs):
+        return HNMRPN(
+            in_features=["p2"],
+            head=None,
+            anchor_generator=None,
+            anchor_matcher=Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True),
+            box2box_transform=Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0)),
+            batch_size_per_image=8,
+            positive_fraction=0.5,
+            pre_nms_topk=(10, 10),
+            post_nms_topk=(10, 10),
+            **kwargs,
+        )
+
+    return build

@@ -14,13 +14,13 @@ from PIL import Image
 from hnm_d2.data import (
     add_registration_arguments,
     is_negative_image,
-    register_subset,
     load_negative_folder,
     load_voc_with_negatives,
     name_id_offset,
     register_coco_with_negatives,
     register_from_args,
     register_negative_folder,
+    register_subset,
     register_voc,
 )
 

@@ -1,6 +1,7 @@
 """Property-based tests of bad input: the mapper and the registration helpers either accept
 and produce valid output or raise their documented error — never an unrelated exception,
 never a hang, never data dropped silently."""
+
 import json
 import math
 

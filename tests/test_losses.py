@@ -6,13 +6,12 @@ import pytest
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
 
-from hnm_d2.modeling import HNMRPN, HNMFastRCNNOutputLayers
+from hnm_d2.modeling import HNMFastRCNNOutputLayers
 from hnm_d2.modeling.losses import (
     background_weights,
     objectness_losses,
@@ -129,21 +128,9 @@ def test_per_roi_losses_add_up_to_the_predictor_losses(options):
     torch.testing.assert_close(per_roi.sum() / 6, losses["loss_cls"] + losses["loss_box_reg"])
 
 
-def rpn_objectness_losses(logits, labels, **kwargs):
-    """HNMRPN.losses() of N images of A anchors (logits, labels: (N, A)); 8 anchors sampled
-    per image. Anchors, deltas and gt boxes are placeholders: only objectness is checked."""
-    rpn = HNMRPN(
-        in_features=["p2"],
-        head=None,
-        anchor_generator=None,
-        anchor_matcher=Matcher([0.3, 0.7], [0, -1, 1]),
-        box2box_transform=Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0)),
-        batch_size_per_image=8,
-        positive_fraction=0.5,
-        pre_nms_topk=(10, 10),
-        post_nms_topk=(10, 10),
-        **kwargs,
-    )
+def rpn_objectness_losses(rpn, logits, labels):
+    """rpn.losses() of N images of A anchors (logits, labels: (N, A)). Anchors, deltas and gt
+    boxes are placeholders: only objectness is checked."""
     num_images, num_anchors = logits.shape
     boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0]]).repeat(num_anchors, 1)
     deltas = [torch.zeros(num_images, num_anchors, 4)]
@@ -151,12 +138,12 @@ def rpn_objectness_losses(logits, labels, **kwargs):
         return rpn.losses([Boxes(boxes)], [logits], list(labels), deltas, [boxes] * num_images)
 
 
-def test_rpn_background_weight_keeps_the_stock_normaliser():
+def test_rpn_background_weight_keeps_the_stock_normaliser(tiny_rpn):
     logits = torch.tensor([[2.0, -1.0, 3.0, 0.5], [0.0, -1.0, 3.0, 0.5]])
     labels = torch.tensor([[1, 0, -1, 0], [0, 0, 0, -1]])
-    stock = rpn_objectness_losses(logits, labels)
-    weighted = rpn_objectness_losses(logits, labels, bg_weight=0.5)
-    neutral = rpn_objectness_losses(logits, labels, bg_weight=1.0)
+    stock = rpn_objectness_losses(tiny_rpn(), logits, labels)
+    weighted = rpn_objectness_losses(tiny_rpn(bg_weight=0.5), logits, labels)
+    neutral = rpn_objectness_losses(tiny_rpn(bg_weight=1.0), logits, labels)
 
     valid = labels >= 0
     per_anchor = F.binary_cross_entropy_with_logits(

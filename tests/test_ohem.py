@@ -3,14 +3,15 @@ and RPN anchors (hardest negatives, the cap, negative images, the stock normalis
 
 import pytest
 import torch
-from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
 
-from hnm_d2.modeling import HNMRPN
-from hnm_d2.modeling.ohem import keep_hardest_negatives, rpn_negative_quota, select_hard_rois
+from hnm_d2.modeling.ohem import (
+    keep_hardest_negatives,
+    rpn_negative_quota,
+    select_hard_rois,
+)
 
 
 def disjoint_boxes(n):
@@ -76,22 +77,6 @@ def test_keep_hardest_negatives_ignores_the_others():
     assert labels.tolist() == [1, 0, 0, -1, 0, 0]  # the input is left alone
 
 
-def tiny_rpn(**kwargs):
-    """An HNMRPN for calling losses() on hand-built anchors; head and anchors unused there."""
-    return HNMRPN(
-        in_features=["p2"],
-        head=None,
-        anchor_generator=None,
-        anchor_matcher=Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True),
-        box2box_transform=Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0)),
-        batch_size_per_image=8,
-        positive_fraction=0.5,
-        pre_nms_topk=(10, 10),
-        post_nms_topk=(10, 10),
-        **kwargs,
-    )
-
-
 def rpn_losses(rpn, logits, labels):
     """RPN losses for N images of A anchors: logits (N, A), labels (N, A)."""
     num_images, num_anchors = logits.shape
@@ -103,7 +88,7 @@ def rpn_losses(rpn, logits, labels):
     return losses, storage
 
 
-def test_rpn_ohem_trains_on_the_hardest_negatives_with_the_stock_normaliser():
+def test_rpn_ohem_trains_on_the_hardest_negatives_with_the_stock_normaliser(tiny_rpn):
     rpn = tiny_rpn(ohem_enabled=True, ohem_neg_pos_ratio=2.0)
     logits = torch.tensor(
         [
@@ -121,7 +106,7 @@ def test_rpn_ohem_trains_on_the_hardest_negatives_with_the_stock_normaliser():
     assert storage.history("hnm/rpn_ohem_neg").latest() == 2
 
 
-def test_rpn_ohem_subsampling_keeps_every_negative_and_stock_positives():
+def test_rpn_ohem_subsampling_keeps_every_negative_and_stock_positives(tiny_rpn):
     labels = torch.tensor([1] * 10 + [0] * 20 + [-1] * 5)
     torch.manual_seed(0)
     stock = tiny_rpn()._subsample_labels(labels.clone())

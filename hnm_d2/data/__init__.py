@@ -14,10 +14,18 @@ from .datasets import (
     register_negative_folder,
     register_voc,
 )
-from .mapper import INVALID_ANNOTATION_POLICIES, ImageReadError, NegativeAwareDatasetMapper
+from .mapper import (
+    INVALID_ANNOTATION_POLICIES,
+    ImageReadError,
+    NegativeAwareDatasetMapper,
+)
 from .sampler import NegativeShareTrainingSampler, build_training_sampler
 from .subsets import SUBSET_KINDS, is_negative_image, register_subset
-from .synthetic import DEFAULT_SPLIT_SIZES, generate_synthetic_coco, register_synthetic_splits
+from .synthetic import (
+    DEFAULT_SPLIT_SIZES,
+    generate_synthetic_coco,
+    register_synthetic_splits,
+)
 from .validation import (
     BOUNDARY_TOLERANCE_PX,
     MAX_DEGENERATE_AREA_PX,

@@ -25,7 +25,11 @@ from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.utils.events import get_event_storage, has_event_storage
 
 from ..config import validate_hnm_config
-from .validation import InvalidAnnotationError, describe_annotation, find_annotation_problem
+from .validation import (
+    InvalidAnnotationError,
+    describe_annotation,
+    find_annotation_problem,
+)
 
 __all__ = ["ImageReadError", "NegativeAwareDatasetMapper", "INVALID_ANNOTATION_POLICIES"]
 

@@ -4,6 +4,7 @@ The image-level mining recipe starts from the positive images of a training set 
 a pool of its negative images; the evaluator reports AP on the positive test images alone.
 Each needs a view of a registered dataset filtered by whether images hold annotations.
 """
+
 import logging
 
 from detectron2.data import DatasetCatalog, MetadataCatalog

@@ -64,10 +64,10 @@ def find_annotation_problem(
 ) -> Optional[str]:
     """Why an annotation is unusable for training, or None if it is valid.
 
-    Checked in this order: the annotation is a dict; the category id lies in [0, num_classes); "bbox" and "bbox_mode"
-    exist and the mode is absolute; every coordinate is finite; the box has positive width and
-    height once converted to XYXY_ABS, and covers more than one pixel; the box lies inside the
-    image, up to ``BOUNDARY_TOLERANCE_PX``.
+    Checked in this order: the annotation is a dict; the category id lies in [0, num_classes);
+    "bbox" and "bbox_mode" exist and the mode is absolute; every coordinate is finite; the box
+    has positive width and height once converted to XYXY_ABS, and covers more than one pixel;
+    the box lies inside the image, up to ``BOUNDARY_TOLERANCE_PX``.
 
     Args:
         annotation: one element of a dataset dict's "annotations" list.

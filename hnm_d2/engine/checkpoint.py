@@ -6,6 +6,7 @@ in torch.load with an unzip error. Here every file the checkpointer writes (the 
 the ``last_checkpoint`` tag) goes to a temporary file in the same directory, is flushed to disk,
 then renamed over the final name: a reader sees the old file or the new one, never half of one.
 """
+
 import os
 import pickle
 import tempfile

@@ -1,4 +1,5 @@
 """The launcher's pieces shared by train_net.py and ``python -m hnm_d2.mine``."""
+
 import json
 import logging
 import os
@@ -9,7 +10,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_hnm_config
-from ..data import add_registration_arguments, register_from_args, register_synthetic_splits
+from ..data import (
+    add_registration_arguments,
+    register_from_args,
+    register_synthetic_splits,
+)
 
 __all__ = [
     "hnm_argument_parser",

@@ -1,4 +1,5 @@
 """HNMTrainer: detectron2's DefaultTrainer with hnm_d2's data loader, evaluator and hooks."""
+
 import contextlib
 import functools
 import os

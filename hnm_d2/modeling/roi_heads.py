@@ -183,7 +183,9 @@ class HNMROIHeads(StandardROIHeads):
             targets (list[Instances]): per image, gt_boxes and gt_classes (maybe empty).
 
         Returns:
-            list[Instances]: the training proposals (see the stock method).
+            list[Instances]: the training proposals (see the stock method). Without OHEM the
+            buffered boxes get their BG_SHARE of the sampled background; with OHEM they join
+            the candidates (hnm/buffer_injected counts them either way).
         """
         if self.hard_negative_buffer is None:
             return super().label_and_sample_proposals(proposals, targets)
@@ -266,7 +268,12 @@ class HNMROIHeads(StandardROIHeads):
         return labelled
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        """Stock box branch; in training with OHEM or the buffer, see the module docstring."""
+        """Stock box branch, except in training with OHEM or the buffer on.
+
+        With OHEM, :meth:`_forward_box_ohem` trains on the hardest RoIs. With the buffer, the
+        background proposals that were trained on (all sampled ones, or the kept ones under
+        OHEM) are scored as objects or not and the hard ones stored.
+        """
         if not self.training or not (self.ohem_enabled or self.hard_negative_buffer is not None):
             return super()._forward_box(features, proposals)
         if self.ohem_enabled:
@@ -289,7 +296,9 @@ class HNMROIHeads(StandardROIHeads):
         the RoIs pooled, gradient or not, so back-propagating through all candidates' pooled
         features made an OHEM iteration 1.34x stock, against 1.09x this way (CPU, ResNet-18
         FPN, 4 x 256 px, 500 candidates and 128 kept RoIs per image; benchmarks/bench_heads.py).
-        It also never holds the candidates' pooled features for the backward pass.
+        It also never holds the candidates' pooled features for the backward pass. (A box
+        head with BatchNorm, MODEL.ROI_BOX_HEAD.NORM, updates its running statistics in both
+        passes.)
 
         Returns:
             dict: loss_cls, loss_box_reg from the predictor's stock ``losses()`` on the kept
@@ -335,6 +344,7 @@ class HNMROIHeads(StandardROIHeads):
         return keep
 
     def _log_ohem(self, proposals, per_roi_losses, keep):
+        """hnm/ohem_* scalars: kept RoIs per image by label, mean loss of kept and dropped."""
         is_kept = cat(
             [
                 torch.zeros(len(p), dtype=torch.bool, device=k.device).index_fill(0, k, True)
