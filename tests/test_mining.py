@@ -24,13 +24,10 @@ from PIL import Image
 
 import hnm_d2
 from hnm_d2 import mine
+from hnm_d2.engine.atomic import write_json_atomically
 from hnm_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from hnm_d2.engine.mining import CandidatePool, check_settings, scaled_schedule
-from hnm_d2.engine.mining_report import (
-    MiningStateError,
-    read_json,
-    write_json_atomically,
-)
+from hnm_d2.engine.mining_report import MiningStateError, read_json
 from hnm_d2.engine.pool_scoring import (
     image_record,
     images_per_round,

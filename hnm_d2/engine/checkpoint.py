@@ -7,42 +7,18 @@ the ``last_checkpoint`` tag) goes to a temporary file in the same directory, is 
 then renamed over the final name: a reader sees the old file or the new one, never half of one.
 """
 
-import os
 import pickle
-import tempfile
 import zipfile
 
 from detectron2.checkpoint import DetectionCheckpointer
+
+from .atomic import atomic_open
 
 __all__ = ["AtomicDetectionCheckpointer", "CheckpointError"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used: truncated, corrupt, or of another model."""
-
-
-class _AtomicFile:
-    """A file opened for writing that replaces ``path`` only when closed without error."""
-
-    def __init__(self, path, mode):
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, self._tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-        self._file = os.fdopen(fd, mode)
-        self._path = path
-
-    def __enter__(self):
-        return self._file
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            os.replace(self._tmp_path, self._path)
-        else:
-            self._file.close()
-            os.unlink(self._tmp_path)
-        return False
 
 
 class _AtomicWritesPathManager:
@@ -53,7 +29,7 @@ class _AtomicWritesPathManager:
 
     def open(self, path, mode="r", **kwargs):
         if "w" in mode and "://" not in str(path):
-            return _AtomicFile(path, mode)
+            return atomic_open(path, mode)
         return self._path_manager.open(path, mode, **kwargs)
 
     def __getattr__(self, name):

@@ -1,6 +1,5 @@
 """The launcher's pieces shared by train_net.py and ``python -m hnm_d2.mine``."""
 
-import json
 import logging
 import os
 
@@ -15,6 +14,7 @@ from ..data import (
     register_from_args,
     register_synthetic_splits,
 )
+from .atomic import write_json_atomically
 
 __all__ = [
     "hnm_argument_parser",
@@ -102,13 +102,11 @@ def log_summary(results):
 def save_results(results, output_dir, filename="results.json"):
     """Write the evaluation results as JSON (main process), for scripts that compare runs.
 
-    Written to a temporary file first and renamed, so a reader never sees half a file.
+    Returns:
+        str or None: the file written (None without results).
     """
     if not results:
         return None
     path = os.path.join(output_dir, filename)
-    os.makedirs(output_dir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=2, default=float)  # numpy scalars as floats
-    os.replace(path + ".tmp", path)
+    write_json_atomically(path, results)
     return path

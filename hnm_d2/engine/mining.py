@@ -36,6 +36,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from ..config import validate_hnm_config
+from .atomic import write_json_atomically
 from .checkpoint import AtomicDetectionCheckpointer
 from .launcher import log_summary
 from .mining_report import (
@@ -44,7 +45,6 @@ from .mining_report import (
     plot_curves,
     plot_mined_images,
     read_json,
-    write_json_atomically,
 )
 from .pool_scoring import images_per_round, score_pool, select_hardest
 from .trainer import HNMTrainer

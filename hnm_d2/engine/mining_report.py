@@ -1,16 +1,14 @@
 """What the mining loop writes for people to read: JSON files and matplotlib plots (PNG).
 
-Every file is written to a temporary file in its own directory and renamed over its final name,
-so a reader (or a resumed run) sees the previous complete file or the new one, never half of one.
+Every file is written atomically (:mod:`hnm_d2.engine.atomic`), so a reader (or a resumed run)
+sees the previous complete file or the new one, never half of one.
 Plots are drawn on matplotlib's Agg canvas directly: no pyplot, no global backend switch.
 """
 
-import contextlib
 import json
 import math
 import os
 
-import numpy as np
 import torch
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Boxes, Instances
@@ -18,9 +16,10 @@ from detectron2.utils.visualizer import Visualizer
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .atomic import atomic_open
+
 __all__ = [
     "MiningStateError",
-    "write_json_atomically",
     "read_json",
     "round_metrics",
     "build_report",
@@ -36,41 +35,6 @@ TILE_PIXELS = 384  # longer side of each drawn image
 
 class MiningStateError(RuntimeError):
     """A file under OUTPUT_DIR/mining that cannot be used to resume."""
-
-
-def _to_builtin(value):
-    # numpy scalars (image ids, metrics) are not JSON serializable as such.
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} {value!r} is not JSON serializable")
-
-
-def _replace_atomically(path, write):
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # Same directory, so the rename is atomic; the pid keeps two writers apart.
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp_path, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
-        raise
-
-
-def write_json_atomically(path, data):
-    """Write ``data`` as indented JSON to ``path``, atomically.
-
-    Args:
-        path (str): the JSON file; its directory is created when missing.
-        data: JSON-serializable data; numpy scalars are converted, NaN is written as NaN.
-    """
-    text = json.dumps(data, indent=2, default=_to_builtin)
-    _replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def read_json(path):
@@ -186,7 +150,8 @@ def _thresholds(report, dataset_name):
 
 def _save_figure(figure, path):
     FigureCanvasAgg(figure)
-    _replace_atomically(path, lambda f: figure.savefig(f, format="png", dpi=100))
+    with atomic_open(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=100)
 
 
 def plot_curves(report, path):

@@ -1,0 +1,62 @@
+"""Atomic file writes: a reader sees the previous complete file or the new one, never half.
+
+Everything hnm_d2 writes to resume from (checkpoints, ``last_checkpoint``, the mining loop's
+decisions, results files) goes through :func:`atomic_open`: the data is written to a temporary
+file in the same directory, flushed to disk, then renamed over the final name. A process killed
+while writing leaves at most a stray temporary file, which nothing reads.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+__all__ = ["atomic_open", "write_json_atomically"]
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="wb"):
+    """Open ``path`` for writing so that it is replaced only when the block ends without error.
+
+    Args:
+        path (str): the final file; its directory is created when missing.
+        mode (str): "w" or "wb".
+
+    Yields:
+        the temporary file object to write to.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # Same directory as the final file, so that the rename is atomic.
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
+        raise
+
+
+def _to_builtin(value):
+    # numpy scalars (image ids, metrics) are not JSON serializable as such.
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} {value!r} is not JSON serializable")
+
+
+def write_json_atomically(path, data):
+    """Write ``data`` as indented JSON to ``path``, atomically.
+
+    Args:
+        path (str): the JSON file; its directory is created when missing.
+        data: JSON-serializable data; numpy scalars are converted, NaN is written as NaN.
+    """
+    text = json.dumps(data, indent=2, default=_to_builtin)
+    with atomic_open(path, "w") as f:
+        f.write(text)
