@@ -228,3 +228,13 @@ def test_subset_errors_name_the_parent_and_kind(dataset_name):
         register_subset(dataset_name(), "no_such_parent", "positives")
     with pytest.raises(ValueError, match="'everything' of .* is invalid"):
         register_subset(dataset_name(), "no_such_parent", "everything")
+
+
+def test_voc_class_absent_from_the_split_is_an_error_listing_the_classes(bccd_root):
+    with pytest.raises(ValueError, match=r"no object of class \['Platelet'\].*'Platelets'"):
+        load_voc_with_negatives(str(bccd_root), "test", ["Platelet"])
+
+
+def test_voc_missing_split_lists_the_splits_found(bccd_root):
+    with pytest.raises(FileNotFoundError, match=r"nosuchsplit.txt does not exist.*'trainval'"):
+        load_voc_with_negatives(str(bccd_root), "nosuchsplit", ["Platelets"])

@@ -406,12 +406,13 @@ def load_voc_with_negatives(root: str, split: str, class_names: Sequence[str]) -
         Dataset dicts with XYXY_ABS boxes.
 
     Raises:
-        ValueError: a file id has no digits, two file ids give the same image id, or an XML
-            file lacks a field.
+        FileNotFoundError: the split file does not exist.
+        ValueError: a file id has no digits, two file ids give the same image id, an XML
+            file lacks a field, or a chosen class has no object in the split.
     """
     root, class_names = Path(root), list(class_names)
     split_file = root / "ImageSets" / "Main" / f"{split}.txt"
-    file_ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    file_ids = _voc_file_ids(split_file)
     dataset_dicts, file_id_of_image_id = [], {}
     for file_id in file_ids:
         image_id = _voc_image_id(file_id, split_file)
@@ -422,8 +423,37 @@ def load_voc_with_negatives(root: str, split: str, class_names: Sequence[str]) -
             )
         file_id_of_image_id[image_id] = file_id
         dataset_dicts.append(_voc_record(root, file_id, image_id, class_names))
+    _check_every_class_occurs(root, split, file_ids, class_names, dataset_dicts)
     _log_composition(f"VOC {root} split {split}", dataset_dicts, len(class_names))
     return dataset_dicts
+
+
+def _voc_file_ids(split_file: Path) -> List[str]:
+    if not split_file.is_file():
+        splits = sorted(p.stem for p in split_file.parent.glob("*.txt"))
+        raise FileNotFoundError(
+            f"VOC split file {split_file} does not exist. Check ROOT (it must hold "
+            f"ImageSets/Main/) and SPLIT; splits found there: {splits or 'none'}."
+        )
+    return [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+
+
+def _voc_object_names(root: Path, file_id: str) -> List[str]:
+    tree = ET.parse(root / "Annotations" / f"{file_id}.xml")
+    return [str(obj.findtext("name")) for obj in tree.iterfind("./object")]
+
+
+def _check_every_class_occurs(root, split, file_ids, class_names, dataset_dicts) -> None:
+    """A chosen class with no box in the split is almost always a misspelt name, which would
+    otherwise silently turn every image into a negative."""
+    found = {a["category_id"] for d in dataset_dicts for a in d["annotations"]}
+    missing = [name for i, name in enumerate(class_names) if i not in found]
+    if missing:
+        present = sorted({name for f in file_ids for name in _voc_object_names(root, f)})
+        raise ValueError(
+            f"VOC {root} split {split}: no object of class {missing} in any image. Check the "
+            f"spelling (class names are case-sensitive); the split holds {present}."
+        )
 
 
 def register_voc(name: str, root: str, split: str, class_names: Sequence[str]) -> str:
