@@ -90,12 +90,12 @@ def log_summary(results):
         negatives = res.get("negatives", {})
         logger.info(
             "Summary [%s]: AP %.1f / AP50 %.1f on positive images; false alarms per negative "
-            "image at score 0.5: %s; negative images with any alarm at 0.5: %s",
+            "image at score 0.5: %.2f; negative images with any alarm at 0.5: %.0f%%",
             name,
             positives.get("AP", float("nan")),
             positives.get("AP50", float("nan")),
-            negatives.get("fa_per_image@0.5", "n/a"),
-            negatives.get("images_with_fa@0.5", "n/a"),
+            negatives.get("fa_per_image@0.5", float("nan")),
+            100 * negatives.get("images_with_fa@0.5", float("nan")),
         )
 
 
