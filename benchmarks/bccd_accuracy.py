@@ -9,7 +9,8 @@ share of negative test images with any alarm at 0.5, and the run time — mean a
 (sample standard deviation) over seeds.
 
 Training uses the official trainval split (train + val), evaluation the official test split.
-Nothing is tuned: every setting uses the values of its YAML in configs/.
+Nothing is tuned: every setting uses the values of its YAML in configs/. A run whose output
+directory already holds its time (seconds.txt) is reused, so an interrupted benchmark resumes.
 
     .venv/bin/python benchmarks/bccd_accuracy.py --bccd-root ../shared/data/bccd \
         --iters 240 --seeds 0 1 2 --jobs 2 --output output/bench_bccd
@@ -175,14 +176,16 @@ def main():
         slug = setting.strip("+ ").split(" (")[0].replace(" ", "_").replace("-", "_")
         output_dir = (REPO / args.output / f"{slug}_seed{seed}").resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
-        command = command_for(setting, seed, output_dir, args, bccd_root)
-        seconds = run_one(command, output_dir / "benchmark.log", threads)
+        timing = output_dir / "seconds.txt"
+        if timing.exists():  # finished in an earlier invocation: reuse, do not retrain
+            seconds = float(timing.read_text())
+        else:
+            command = command_for(setting, seed, output_dir, args, bccd_root)
+            seconds = run_one(command, output_dir / "benchmark.log", threads)
+            timing.write_text(f"{seconds:.1f}")
         sys.stderr.write(f"done: {setting}, seed {seed}, {seconds:.0f} s\n")
-        return setting, {
-            "seed": seed,
-            "seconds": seconds,
-            "results": final_results(setting, output_dir),
-        }
+        results = final_results(setting, output_dir)
+        return setting, {"seed": seed, "seconds": seconds, "results": results}
 
     jobs = [(setting, seed) for seed in args.seeds for setting in args.settings]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
