@@ -101,3 +101,13 @@ def test_not_a_checkpoint_fails_naming_the_file(tmp_path):
     path.write_text("these are not weights")
     with pytest.raises(CheckpointError, match="notes.pth"):
         AtomicDetectionCheckpointer(small_model()).load(str(path))
+
+
+def test_resume_removes_files_left_by_an_interrupted_save(tmp_path):
+    AtomicDetectionCheckpointer(small_model(), str(tmp_path)).save("model_final", iteration=3)
+    leftover = tmp_path / ".tmp-abc123.part"
+    leftover.write_bytes(b"half a checkpoint")
+    extra = AtomicDetectionCheckpointer(small_model(), str(tmp_path)).resume_or_load(
+        "", resume=True
+    )
+    assert extra["iteration"] == 3 and not leftover.exists()

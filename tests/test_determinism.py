@@ -5,9 +5,16 @@ sampler).
 Two HNMTrainers are built and trained in this process, each after ``seed_all_rng(cfg.SEED)`` as
 detectron2's ``default_setup`` does. The run is long enough for the buffer to re-inject boxes
 (an image is first seen again at iteration 21 on the synthetic data), so that path is compared
-too, not only the first visits.
+too, not only the first visits. A second test trains in two separate ``train_net.py``
+processes with different PYTHONHASHSEED values: what depends on the process (str hashes and so
+the order of sets of str, ids, time) would show there and not in one process.
 """
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +97,62 @@ def test_same_seed_and_config_give_the_same_losses(tmp_path, synthetic_root, one
     second_state = second_model.state_dict()
     for name, value in first_model.state_dict().items():
         assert torch.equal(value, second_state[name]), name
+
+
+def run_train_net(output_dir, synthetic_root, hash_seed, timeout=300):
+    cmd = [sys.executable, "train_net.py", "--config-file", str(QUICK_ALL)]
+    cmd += ["--synthetic", str(synthetic_root), "OUTPUT_DIR", str(output_dir)]
+    cmd += ["SOLVER.MAX_ITER", str(ITERATIONS), "SOLVER.CHECKPOINT_PERIOD", "100000"]
+    cmd += ["DATASETS.TEST", "()"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED=hash_seed)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{cmd} ran past {timeout} s:\n{output[-5000:]}")
+    assert proc.returncode == 0, f"{cmd} failed:\n{output[-5000:]}"
+
+
+def logged_metrics(output_dir):
+    """metrics.json without the timings."""
+    lines = (Path(output_dir) / "metrics.json").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def assert_tensors_equal(actual, expected, what):
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(actual, expected), what
+    elif isinstance(expected, dict):
+        assert set(actual) == set(expected), what
+        for key in expected:
+            assert_tensors_equal(actual[key], expected[key], f"{what}[{key!r}]")
+    else:
+        assert actual == expected, what
+
+
+def test_separate_processes_with_other_hash_seeds_train_the_same_model(tmp_path, synthetic_root):
+    runs = []
+    for hash_seed in ("1", "2"):
+        run_train_net(tmp_path / hash_seed, synthetic_root, hash_seed)
+        checkpoint = torch.load(tmp_path / hash_seed / "model_final.pth", map_location="cpu")
+        runs.append((checkpoint, logged_metrics(tmp_path / hash_seed)))
+    (first, first_metrics), (second, second_metrics) = runs
+
+    assert first["iteration"] == ITERATIONS - 1
+    buffer = first["model"]["roi_heads.hard_negative_buffer._extra_state"]
+    assert int((buffer[:, 0] > 0).sum()) > 0  # the buffer is part of what is compared
+    # Weights, BatchNorm statistics, the buffer, the optimizer's momenta, the scheduler.
+    assert_tensors_equal(second["model"], first["model"], "model")
+    assert_tensors_equal(second["trainer"], first["trainer"], "trainer")
+    assert len(first_metrics) == 2  # iterations 19 and 23 (detectron2 writes every 20)
+    assert second_metrics == first_metrics

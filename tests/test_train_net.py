@@ -87,3 +87,32 @@ def test_two_cpu_processes_train_with_every_mechanism(tmp_path, synthetic_root):
     run_train_net(*data, "OUTPUT_DIR", out, "TEST.EVAL_PERIOD", 0)
     assert (out / "model_final.pth").exists()
     assert last_logged_iteration(out) == 3
+
+
+def test_buffer_comes_back_on_resume_but_not_with_model_weights(tmp_path, synthetic_datasets):
+    from hnm_d2.engine import HNMTrainer
+
+    def trainer(output_dir, weights=""):
+        cfg = load_config(REPO / QUICK_ALL)
+        cfg.merge_from_list(["OUTPUT_DIR", str(output_dir), "MODEL.WEIGHTS", weights])
+        return HNMTrainer(cfg)
+
+    def buffer_of(t):
+        return t.checkpointer.model.roi_heads.hard_negative_buffer
+
+    first = trainer(tmp_path / "a")
+    buffer_of(first).add(7, torch.tensor([[1.0, 2.0, 30.0, 40.0]]), torch.tensor([0.9]), 0)
+    first.iter = 3  # as if it had trained 4 iterations
+    first.checkpointer.save("model_final")
+    saved = buffer_of(first).table()
+
+    resumed = trainer(tmp_path / "a")
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 4 and torch.equal(buffer_of(resumed).table(), saved)
+
+    fine_tuned = trainer(tmp_path / "b", weights=str(tmp_path / "a" / "model_final.pth"))
+    fine_tuned.resume_or_load(resume=False)
+    assert fine_tuned.start_iter == 0 and buffer_of(fine_tuned).num_entries == 0
+    weights = fine_tuned.checkpointer.model.backbone.state_dict()
+    for key, value in first.checkpointer.model.backbone.state_dict().items():
+        assert torch.equal(weights[key], value), key

@@ -13,7 +13,11 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["atomic_open", "write_json_atomically"]
+__all__ = ["atomic_open", "write_json_atomically", "TEMPORARY_FILE_PATTERN"]
+
+_PREFIX, _SUFFIX = ".tmp-", ".part"
+# What a writer killed mid-write leaves behind (glob pattern, in the final file's directory).
+TEMPORARY_FILE_PATTERN = f"{_PREFIX}*{_SUFFIX}"
 
 
 @contextlib.contextmanager
@@ -30,7 +34,7 @@ def atomic_open(path, mode="wb"):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     # Same directory as the final file, so that the rename is atomic.
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=_PREFIX, suffix=_SUFFIX)
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -7,14 +7,20 @@ the ``last_checkpoint`` tag) goes to a temporary file in the same directory, is 
 then renamed over the final name: a reader sees the old file or the new one, never half of one.
 """
 
+import glob
+import logging
+import os
 import pickle
 import zipfile
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .atomic import atomic_open
+from .atomic import TEMPORARY_FILE_PATTERN, atomic_open
 
 __all__ = ["AtomicDetectionCheckpointer", "CheckpointError"]
+
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -48,6 +54,20 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, **kwargs)
         self.path_manager = _AtomicWritesPathManager(self.path_manager)
         self._current_file = None  # the file being loaded, for error messages
+
+    def resume_or_load(self, path, *, resume=True):
+        if resume and self.save_to_disk and self.save_dir:
+            self._remove_files_of_interrupted_saves()
+        return super().resume_or_load(path, resume=resume)
+
+    def _remove_files_of_interrupted_saves(self):
+        """Delete the temporary files of saves that a kill interrupted (checkpoint-sized each).
+
+        Called before this run saves anything, so none of them can belong to a save under way.
+        """
+        for leftover in glob.glob(os.path.join(self.save_dir, TEMPORARY_FILE_PATTERN)):
+            logger.info("Removing %s, left by a save that was interrupted.", leftover)
+            os.unlink(leftover)
 
     def _torch_load(self, f):
         try:

@@ -2,7 +2,9 @@
 
 import contextlib
 import functools
+import logging
 import os
+import shutil
 import weakref
 from unittest import mock
 
@@ -16,6 +18,11 @@ from .buffer_hook import HardNegativeBufferSync
 from .checkpoint import AtomicDetectionCheckpointer
 
 __all__ = ["HNMTrainer"]
+
+logger = logging.getLogger(__name__)
+
+# The name detectron2's PeriodicCheckpointer gives the checkpoint of the last iteration.
+_FINAL_CHECKPOINT = "model_final.pth"
 
 
 @contextlib.contextmanager
@@ -51,6 +58,58 @@ class HNMTrainer(DefaultTrainer):
     def __init__(self, cfg):
         with _cpu_processes_get_ddp_without_device_ids(cfg):
             super().__init__(cfg)
+
+    def resume_or_load(self, resume=True):
+        resuming = resume and self.checkpointer.has_checkpoint()
+        super().resume_or_load(resume=resume)
+        if not resuming:
+            self._forget_loaded_hard_negatives()
+        elif self.start_iter == self.max_iter:
+            self._complete_final_checkpoint()
+
+    def _forget_loaded_hard_negatives(self):
+        """Start a new run with an empty hard-negative buffer, whatever MODEL.WEIGHTS held.
+
+        The buffer is training state, like the optimizer: it lives in the model's state so
+        that --resume restores it, but weights loaded to start a new run (a mining round's warm
+        start, fine-tuning on another dataset whose image ids may collide) must not inject the
+        boxes another run found into this run's images.
+        """
+        buffer = getattr(self.checkpointer.model.roi_heads, "hard_negative_buffer", None)
+        if buffer is not None and buffer.num_entries:
+            logger.info(
+                "MODEL.WEIGHTS held %d hard-negative boxes of the run that saved it; this new "
+                "run starts with an empty buffer.",
+                buffer.num_entries,
+            )
+            buffer.clear()
+
+    def _complete_final_checkpoint(self):
+        """Write model_final.pth of a run killed between the last two saves of its last iteration.
+
+        When CHECKPOINT_PERIOD divides MAX_ITER, the PeriodicCheckpointer saves model_<N>.pth
+        (N = MAX_ITER - 1) and then model_final.pth after the last iteration. A kill between
+        the two leaves last_checkpoint naming model_<N>.pth; the resumed run has no iteration
+        left, so the checkpointer never runs again and model_final.pth (which the mining loop
+        loads for the next round) would never be written. Both files hold the same state
+        (buffer peer tables included): copy it, atomically.
+        """
+        last = self.checkpointer.get_checkpoint_file()
+        if self.checkpointer.save_to_disk and os.path.basename(last) != _FINAL_CHECKPOINT:
+            final = os.path.join(self.checkpointer.save_dir, _FINAL_CHECKPOINT)
+            logger.warning(
+                "%s names %s, the checkpoint of the last iteration: the run was interrupted "
+                "before it saved %s. Copying the former to the latter.",
+                os.path.join(self.checkpointer.save_dir, "last_checkpoint"),
+                last,
+                final,
+            )
+            path_manager = self.checkpointer.path_manager
+            with path_manager.open(last, "rb") as src, path_manager.open(final, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            self.checkpointer.tag_last_checkpoint(_FINAL_CHECKPOINT)
+        # The other ranks may read model_final.pth next (the mining loop does).
+        comm.synchronize()
 
     def train(self):
         """Train; return the last evaluation's results (DefaultTrainer returns them only when

@@ -268,6 +268,11 @@ class HardNegativeBuffer(nn.Module):
         others = self.entries.select(~is_mine)
         self.entries = evict_lowest(BufferEntries.cat([others, merged]), self.capacity)
 
+    def clear(self):
+        """Forget every entry (and any gathered peer tables)."""
+        self.entries = BufferEntries.empty()
+        self.peer_tables = None
+
     def expire(self, iteration: int):
         """Drop the entries older than ``max_age`` iterations."""
         self.entries = drop_expired(self.entries, iteration, self.max_age)
