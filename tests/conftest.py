@@ -31,9 +31,12 @@ def synthetic_root(tmp_path_factory):
     return tmp_path_factory.mktemp("synthetic")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def synthetic_datasets(synthetic_root):
-    """split -> registered name ("synthetic_train", "synthetic_test", "synthetic_pool")."""
+    """split -> registered name ("synthetic_train", "synthetic_test", "synthetic_pool").
+
+    Registered at every use (cheap: the files are generated once per session), so a test that
+    unregistered them does not break the next one."""
     return register_synthetic_splits(str(synthetic_root))
 
 

@@ -158,19 +158,19 @@ def test_state_files_round_trip_and_a_corrupt_one_names_the_fix(tmp_path):
 # --------------------------------------------------------------------- the loop, in-process
 
 
-def forget_datasets():
-    """Unregister what the loop registers, so other test modules can register their own."""
+def forget_mined_datasets():
+    """Unregister the rounds' datasets, which each mining run registers anew."""
     for name in list(DatasetCatalog.list()):
-        if name.startswith(("synthetic_", "hnm_mined_round_")):
+        if name.startswith("hnm_mined_round_"):
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
 
 
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    forget_datasets()
-    yield tmp_path_factory.mktemp("synthetic")
-    forget_datasets()
+@pytest.fixture(scope="module", autouse=True)
+def no_mined_datasets_left_behind():
+    forget_mined_datasets()
+    yield
+    forget_mined_datasets()
 
 
 def mine_argv(root, out, *flags, pool="synthetic_pool", score_thresh=0.0):
