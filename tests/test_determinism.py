@@ -11,16 +11,13 @@ the order of sets of str, ids, time) would show there and not in one process.
 """
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.utils.env import seed_all_rng
+from helpers import run_python
 
 import hnm_d2
 from hnm_d2.data import register_synthetic_splits
@@ -100,27 +97,11 @@ def test_same_seed_and_config_give_the_same_losses(tmp_path, synthetic_root, one
 
 
 def run_train_net(output_dir, synthetic_root, hash_seed, timeout=300):
-    cmd = [sys.executable, "train_net.py", "--config-file", str(QUICK_ALL)]
+    cmd = ["train_net.py", "--config-file", str(QUICK_ALL)]
     cmd += ["--synthetic", str(synthetic_root), "OUTPUT_DIR", str(output_dir)]
     cmd += ["SOLVER.MAX_ITER", str(ITERATIONS), "SOLVER.CHECKPOINT_PERIOD", "100000"]
     cmd += ["DATASETS.TEST", "()"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED=hash_seed)
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{cmd} ran past {timeout} s:\n{output[-5000:]}")
-    assert proc.returncode == 0, f"{cmd} failed:\n{output[-5000:]}"
+    run_python(cmd, timeout, env={"PYTHONHASHSEED": hash_seed})
 
 
 def logged_metrics(output_dir):

@@ -3,11 +3,7 @@ and evaluates; the mining scorer gives each pool image the same score with one p
 """
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils import comm
+from helpers import run_python
 
 import hnm_d2
 from hnm_d2.data import register_synthetic_splits
@@ -34,26 +31,7 @@ POOL_SIZE = 48  # synthetic_pool
 
 
 def run(*args):
-    """Run ``python *args`` in the repo; on timeout kill its whole process group (the workers
-    that detectron2's launch spawned included) and fail."""
-    cmd = [sys.executable, *map(str, args)]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"{cmd} ran past {RUN_TIMEOUT} s:\n{output[-6000:]}")
-    assert proc.returncode == 0, f"{cmd} failed:\n{output[-6000:]}"
-    return output
+    return run_python(args, RUN_TIMEOUT)
 
 
 def run_train_net(*args):

@@ -2,15 +2,13 @@
 and ``--num-gpus 2`` runs two CPU processes through detectron2's launch."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from helpers import run_python
 
 import hnm_d2
 from hnm_d2.config import validate_hnm_config
@@ -39,14 +37,9 @@ def test_every_yaml_loads_and_builds_a_model(path):
     assert type(model.proposal_generator).__name__ == "HNMRPN"
 
 
-def run_train_net(*args, cwd=REPO, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "train_net.py", *map(str, args)]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert (
-        proc.returncode == 0
-    ), f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    return proc
+def run_train_net(*args, timeout=600):
+    """Output (stdout and stderr) of ``python train_net.py *args``."""
+    return run_python(["train_net.py", *args], timeout)
 
 
 def last_logged_iteration(output_dir):
@@ -60,13 +53,13 @@ def test_quick_schedule_trains_checkpoints_evaluates_and_resumes(tmp_path, synth
     first = run_train_net(*data, "OUTPUT_DIR", out)
     assert (out / "model_0000001.pth").exists() and (out / "model_final.pth").exists()
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
-    assert "false alarms per negative image" in first.stderr + first.stdout
+    assert "false alarms per negative image" in first
     assert last_logged_iteration(out) == 3
     assert "fa_per_image@0.5" in json.loads((out / "results.json").read_text())["negatives"]
 
     # Resume: continues from the saved iteration (4) instead of starting again at 0.
     second = run_train_net(*data, "--resume", "OUTPUT_DIR", out, "SOLVER.MAX_ITER", 6)
-    assert "Starting training from iteration 4" in second.stderr + second.stdout
+    assert "Starting training from iteration 4" in second
     assert last_logged_iteration(out) == 5
     assert torch.load(out / "model_final.pth", map_location="cpu")["iteration"] == 5
 
@@ -76,8 +69,7 @@ def test_eval_only_reports_false_alarms(tmp_path, synthetic_root):
     data = ["--config-file", QUICK, "--synthetic", synthetic_root]
     run_train_net(*data, "OUTPUT_DIR", out)
     weights = ["MODEL.WEIGHTS", out / "model_final.pth"]
-    proc = run_train_net(*data, "--eval-only", *weights, "OUTPUT_DIR", tmp_path / "eval")
-    log = proc.stderr + proc.stdout
+    log = run_train_net(*data, "--eval-only", *weights, "OUTPUT_DIR", tmp_path / "eval")
     assert "fa_per_image@0.5" in log and "Summary [" in log
 
 

@@ -1,0 +1,43 @@
+"""Helpers shared by the tests that launch the project's commands in subprocesses."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(args, timeout, env=None):
+    """Run ``python *args`` in the repo root and return its output (stdout and stderr).
+
+    The process gets its own process group: on timeout the whole group is killed (the workers
+    that detectron2's launch spawned included) and the test fails. A non-zero exit fails the
+    test with the end of the output.
+
+    Args:
+        args: the command line after ``python`` (paths and numbers are converted to str).
+        timeout (float): seconds before the run is killed.
+        env (dict): variables added to the environment (OMP_NUM_THREADS is 1 unless given).
+    """
+    cmd = [sys.executable, *map(str, args)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} ran past {timeout} s:\n{output[-6000:]}")
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{output[-6000:]}"
+    return output
