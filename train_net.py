@@ -39,7 +39,7 @@ def main(args):
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
     if comm.is_main_process():
-        log_summary(results)
+        log_summary(results, cfg.DATASETS.TEST)
         save_results(results, cfg.OUTPUT_DIR)
     return results
 

@@ -122,6 +122,8 @@ def run_one(command, log_path, threads):
 
 
 def mean_and_spread(values):
+    # results.json writes a metric that cannot be computed as null.
+    values = [float("nan") if v is None else v for v in values]
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return statistics.mean(values), spread
 

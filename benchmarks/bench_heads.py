@@ -121,6 +121,7 @@ def synthetic_batches(num_batches, seed=0):
                     "image": image,
                     "instances": instances,
                     "image_id": image_id,
+                    "file_name": f"synthetic_{image_id}.png",
                     "transforms": T.TransformList([tfm]),
                 }
             )

@@ -1,4 +1,5 @@
-"""NegativeImageEvaluator: false alarms on negative images and COCO AP, on a 6-image dataset.
+"""NegativeImageEvaluator beside COCOEvaluator: false alarms on negative images and COCO AP, on
+a 6-image dataset.
 
 The dataset (no image files are needed: COCOEvaluator reads only the records):
 
@@ -24,11 +25,16 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import launch
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils import comm
 
 from hnm_d2.config import HNMConfigError, add_hnm_config
-from hnm_d2.evaluation import NegativeImageEvaluator, build_negative_evaluator
+from hnm_d2.evaluation import (
+    NegativeImageEvaluator,
+    build_hnm_evaluator,
+    build_negative_evaluator,
+)
 
 IMAGE_SIZE = 100
 
@@ -100,9 +106,9 @@ def register_dataset(name, records):
     MetadataCatalog.get(name).set(thing_classes=["thing"], thing_dataset_id_to_contiguous_id={1: 0})
 
 
-def model_output(image_id):
+def model_output(image_id, predictions=PREDICTIONS):
     """What a detectron2 detector returns for one image: {"instances": Instances}."""
-    detections = PREDICTIONS[image_id]
+    detections = predictions[image_id]
     instances = Instances((IMAGE_SIZE, IMAGE_SIZE))
     boxes = [box for box, _ in detections]
     instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
@@ -111,11 +117,26 @@ def model_output(image_id):
     return {"instances": instances}
 
 
-def run_evaluation(evaluator, records):
+def run_evaluation(evaluator, records, predictions=PREDICTIONS):
     evaluator.reset()
     for record in records:
-        evaluator.process([record], [model_output(record["image_id"])])
+        evaluator.process([record], [model_output(record["image_id"], predictions)])
     return evaluator.evaluate()
+
+
+def coco_beside_negatives(name, output_dir, **kwargs):
+    """The composition HNMTrainer uses: a whole-set COCOEvaluator, then NegativeImageEvaluator."""
+    return DatasetEvaluators(
+        [
+            COCOEvaluator(name, output_dir=output_dir),
+            NegativeImageEvaluator(name, output_dir=output_dir, **kwargs),
+        ]
+    )
+
+
+def _predicted_image_ids(results_file):
+    with open(results_file) as f:
+        return {detection["image_id"] for detection in json.load(f)}
 
 
 @pytest.fixture
@@ -143,17 +164,55 @@ def test_false_alarms_per_threshold_match_hand_count(dataset_factory, tmp_path):
 
     results = run_evaluation(evaluator, make_records())
 
+    # Only its own keys: "bbox" is COCOEvaluator's, beside it.
+    assert list(results) == ["bbox_positives", "negatives"]
+    assert results["negatives"] == pytest.approx(EXPECTED_NEGATIVES)
+
+
+def test_composes_with_coco_evaluator_in_dataset_evaluators(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+
+    results = run_evaluation(coco_beside_negatives(name, str(tmp_path)), make_records())
+
     assert list(results) == ["bbox", "bbox_positives", "negatives"]
     assert results["negatives"] == pytest.approx(EXPECTED_NEGATIVES)
+    assert results["bbox"]["AP"] == pytest.approx(EXPECTED_AP_ALL, abs=1e-3)
+    assert results["bbox_positives"]["AP"] == pytest.approx(100.0)
+
+
+def test_whole_set_and_positives_files_do_not_overwrite_each_other(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+
+    run_evaluation(coco_beside_negatives(name, str(tmp_path)), make_records())
+
+    # Images 5 and 6 have no detection, so they are absent from both dumps.
+    assert _predicted_image_ids(tmp_path / "coco_instances_results.json") == {1, 2, 3, 4}
+    assert _predicted_image_ids(tmp_path / "positives" / "coco_instances_results.json") == {1, 2}
+
+
+def test_hnm_evaluator_builder_gives_all_three_groups(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+    cfg = add_hnm_config(get_cfg())
+    cfg.OUTPUT_DIR = str(tmp_path)
+
+    results = run_evaluation(build_hnm_evaluator(cfg, name), make_records())
+
+    assert list(results) == ["bbox", "bbox_positives", "negatives"]
+    assert results["bbox"]["AP"] == pytest.approx(EXPECTED_AP_ALL, abs=1e-3)
+    assert results["negatives"] == pytest.approx(
+        {**EXPECTED_NEGATIVES, "images_at_detection_cap": 0.0}
+    )
+    inference = tmp_path / "inference"
+    assert (inference / "coco_instances_results.json").is_file()
+    assert (inference / "positives" / "coco_instances_results.json").is_file()
 
 
 def test_ap_on_positives_is_perfect_and_lowered_by_false_alarms_on_negatives(
     dataset_factory, tmp_path
 ):
     name = dataset_factory(make_records())
-    evaluator = NegativeImageEvaluator(name, output_dir=str(tmp_path))
 
-    results = run_evaluation(evaluator, make_records())
+    results = run_evaluation(coco_beside_negatives(name, str(tmp_path)), make_records())
 
     for metric in ("AP", "AP50", "AP75"):
         assert results["bbox_positives"][metric] == pytest.approx(100.0)
@@ -162,7 +221,7 @@ def test_ap_on_positives_is_perfect_and_lowered_by_false_alarms_on_negatives(
 
 def test_positive_subset_holds_exactly_the_positive_images(dataset_factory, tmp_path):
     name = dataset_factory(make_records())
-    NegativeImageEvaluator(name, output_dir=str(tmp_path))
+    coco_beside_negatives(name, str(tmp_path))
 
     subset = f"{name}_positives"
     # Image 6 has only a crowd box: it is positive, not negative.
@@ -221,6 +280,102 @@ def test_nothing_processed_returns_empty_like_coco_evaluator(dataset_factory, tm
     assert evaluator.evaluate() == {}
 
 
+def test_nothing_processed_returns_empty_beside_coco_evaluator(dataset_factory, tmp_path):
+    name = dataset_factory(make_records())
+    evaluator = coco_beside_negatives(name, str(tmp_path))
+    evaluator.reset()
+
+    assert evaluator.evaluate() == {}
+
+
+def _warnings(caplog, text):
+    return [r for r in caplog.records if r.levelno == logging.WARNING and text in r.getMessage()]
+
+
+def test_thresholds_below_model_score_floor_warn_with_key_and_fix(
+    dataset_factory, tmp_path, caplog
+):
+    name = dataset_factory(make_records())
+    with caplog.at_level(logging.WARNING, logger="hnm_d2"):
+        NegativeImageEvaluator(
+            name,
+            output_dir=str(tmp_path),
+            score_thresholds=(0.05, 0.3, 0.5),
+            score_thresh_test=0.4,
+        )
+
+    (warning,) = _warnings(caplog, "MODEL.ROI_HEADS.SCORE_THRESH_TEST")
+    message = warning.getMessage()
+    assert "HNM.EVAL.SCORE_THRESHOLDS has 0.05, 0.3 below" in message
+    assert "MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.4" in message
+    assert "Lower MODEL.ROI_HEADS.SCORE_THRESH_TEST to at most 0.05" in message
+
+
+@pytest.mark.parametrize("score_thresh_test", [0.05, 0.01, None])
+def test_thresholds_at_or_above_model_score_floor_do_not_warn(
+    dataset_factory, tmp_path, caplog, score_thresh_test
+):
+    name = dataset_factory(make_records())
+    with caplog.at_level(logging.WARNING, logger="hnm_d2"):
+        NegativeImageEvaluator(name, output_dir=str(tmp_path), score_thresh_test=score_thresh_test)
+
+    assert not _warnings(caplog, "SCORE_THRESH_TEST")
+
+
+def test_factory_passes_model_score_floor_from_config(dataset_factory, tmp_path, caplog):
+    name = dataset_factory(make_records())
+    cfg = add_hnm_config(get_cfg())
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.3
+    with caplog.at_level(logging.WARNING, logger="hnm_d2"):
+        build_negative_evaluator(cfg, name, output_dir=str(tmp_path))
+
+    (warning,) = _warnings(caplog, "MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.3")
+    assert "has 0.05 below" in warning.getMessage()
+
+
+# Negative images whose detection count reaches the cap, counted by hand from PREDICTIONS
+# (image 3: 3 detections, image 4: 1, image 5: 0). Positive images 1 and 2 have 1 detection
+# each: they reach a cap of 1 but are not counted, their false alarms are not measured.
+@pytest.mark.parametrize("cap, capped", [(4, 0), (3, 1), (1, 2)])
+def test_negative_images_at_detection_cap_are_counted(dataset_factory, tmp_path, cap, capped):
+    name = dataset_factory(make_records())
+    evaluator = NegativeImageEvaluator(name, output_dir=str(tmp_path), detections_per_image=cap)
+
+    negatives = run_evaluation(evaluator, make_records())["negatives"]
+
+    assert negatives == pytest.approx(
+        {**EXPECTED_NEGATIVES, "images_at_detection_cap": float(capped)}
+    )
+
+
+def test_detection_cap_reached_warns_with_key_count_and_fix(dataset_factory, tmp_path, caplog):
+    name = dataset_factory(make_records())
+    cfg = add_hnm_config(get_cfg())
+    cfg.TEST.DETECTIONS_PER_IMAGE = 3
+    evaluator = build_negative_evaluator(cfg, name, output_dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="hnm_d2"):
+        negatives = run_evaluation(evaluator, make_records())["negatives"]
+
+    assert negatives["images_at_detection_cap"] == 1.0
+    (warning,) = _warnings(caplog, "TEST.DETECTIONS_PER_IMAGE")
+    message = warning.getMessage()
+    assert (
+        f"1 of the 3 negative images of '{name}' reached TEST.DETECTIONS_PER_IMAGE = 3" in message
+    )
+    assert "Raise TEST.DETECTIONS_PER_IMAGE" in message
+
+
+@pytest.mark.parametrize("cap", [None, -1])
+def test_without_detection_cap_nothing_is_reported(dataset_factory, tmp_path, caplog, cap):
+    name = dataset_factory(make_records())
+    evaluator = NegativeImageEvaluator(name, output_dir=str(tmp_path), detections_per_image=cap)
+    with caplog.at_level(logging.WARNING, logger="hnm_d2"):
+        negatives = run_evaluation(evaluator, make_records())["negatives"]
+
+    assert negatives == pytest.approx(EXPECTED_NEGATIVES)
+    assert not _warnings(caplog, "DETECTIONS_PER_IMAGE")
+
+
 def test_record_without_image_id_names_dataset_record_and_field(dataset_factory, tmp_path):
     records = make_records()
     del records[3]["image_id"]
@@ -238,9 +393,15 @@ def test_factory_reads_thresholds_from_config(dataset_factory, tmp_path):
 
     negatives = run_evaluation(build_negative_evaluator(cfg, name), make_records())["negatives"]
 
-    # At 0.5: images 3 (0.95, 0.6) and 4 (0.5) alarmed, 3 detections on 3 negative images.
+    # At 0.5: images 3 (0.95, 0.6) and 4 (0.5) alarmed, 3 detections on 3 negative images;
+    # none reaches TEST.DETECTIONS_PER_IMAGE (100).
     assert negatives == pytest.approx(
-        {"num_images": 3.0, "fa_per_image@0.5": 1.0, "images_with_fa@0.5": 2 / 3}
+        {
+            "num_images": 3.0,
+            "fa_per_image@0.5": 1.0,
+            "images_with_fa@0.5": 2 / 3,
+            "images_at_detection_cap": 0.0,
+        }
     )
     assert os.path.exists(os.path.join(tmp_path, "inference", "positives"))
 
@@ -257,7 +418,7 @@ def test_factory_rejects_threshold_out_of_range(dataset_factory, tmp_path):
 def _evaluate_half_per_rank(name, output_dir, result_dir):
     """Worker of the distributed test: each of the 2 ranks processes every other image."""
     register_dataset(name, make_records())
-    evaluator = NegativeImageEvaluator(name, output_dir=output_dir)
+    evaluator = coco_beside_negatives(name, output_dir, detections_per_image=1)
     rank = comm.get_rank()
     results = run_evaluation(evaluator, make_records()[rank::2])
     with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as f:
@@ -267,7 +428,8 @@ def _evaluate_half_per_rank(name, output_dir, result_dir):
 def test_two_process_results_equal_single_process_results(dataset_factory, tmp_path):
     name = dataset_factory(make_records())
     single = run_evaluation(
-        NegativeImageEvaluator(name, output_dir=str(tmp_path / "single")), make_records()
+        coco_beside_negatives(name, str(tmp_path / "single"), detections_per_image=1),
+        make_records(),
     )
 
     launch(
@@ -284,4 +446,7 @@ def test_two_process_results_equal_single_process_results(dataset_factory, tmp_p
     assert list(main) == list(single)
     for task, metrics in single.items():
         assert main[task] == pytest.approx(metrics, nan_ok=True)
-    assert main["negatives"] == pytest.approx(EXPECTED_NEGATIVES)
+    # Images 3 (rank 0) and 4 (rank 1) reach the cap of 1: gathered from both ranks.
+    assert main["negatives"] == pytest.approx(
+        {**EXPECTED_NEGATIVES, "images_at_detection_cap": 2.0}
+    )

@@ -73,18 +73,20 @@ def instances(boxes):
     return inst
 
 
-def batch(transforms=None):
-    """Two images: id 7 with two objects, and "negative.jpg" with none (a negative image)."""
+FILE_NAMES = ["positive.jpg", "negative.jpg"]
+NO_AUGMENTATION = T.TransformList([])
+
+
+def batch(transforms=NO_AUGMENTATION):
+    """Two images: "positive.jpg" (id 7) with two objects, and "negative.jpg" with none."""
     generator = torch.Generator().manual_seed(1)
     images = [torch.randint(0, 256, (3, HEIGHT, WIDTH), generator=generator).float() for _ in "ab"]
     inputs = [
         {"image": images[0], "instances": instances([[10, 8, 40, 40], [50, 20, 80, 56]])},
         {"image": images[1], "instances": instances([])},
     ]
-    for x, image_id in zip(inputs, [7, "negative.jpg"]):
-        x["image_id"] = image_id
-        if transforms is not None:
-            x["transforms"] = transforms
+    for x, image_id, file_name in zip(inputs, [7, 8], FILE_NAMES):
+        x.update(image_id=image_id, file_name=file_name, transforms=transforms)
     return inputs
 
 
@@ -228,9 +230,10 @@ def buffer_heads(**options):
 
 def test_buffered_box_comes_back_mirrored_on_a_flipped_visit():
     heads = buffer_heads()
-    heads.hard_negative_buffer.add(7, torch.tensor([[5.0, 50.0, 20.0, 60.0]]), torch.ones(1), 0)
+    key = image_key("a.jpg")
+    heads.hard_negative_buffer.add(key, torch.tensor([[5.0, 50.0, 20.0, 60.0]]), torch.ones(1), 0)
     flip = T.TransformList([T.HFlipTransform(WIDTH)])
-    with EventStorage(), heads.visiting([7], [flip]):
+    with EventStorage(), heads.visiting([{"file_name": "a.jpg", "transforms": flip}]):
         (sampled,) = heads.label_and_sample_proposals(
             [rpn_like_proposals(grid_proposals(100))], [instances([[60, 8, 90, 40]])]
         )
@@ -248,9 +251,10 @@ def test_buffered_boxes_get_their_share_of_the_background_quota(num_proposals, b
     # 20 disjoint boxes with half-pixel corners, which no integer proposal has.
     x0 = torch.arange(20.0)[:, None] * 3 + 0.5
     buffered = torch.cat([x0, torch.full_like(x0, 50.5), x0 + 2, torch.full_like(x0, 60.5)], 1)
-    heads.hard_negative_buffer.add(7, buffered, torch.linspace(1.0, 0.6, 20), 0)
+    heads.hard_negative_buffer.add(image_key("a.jpg"), buffered, torch.linspace(1.0, 0.6, 20), 0)
     proposals = rpn_like_proposals(grid_proposals(num_proposals))
-    with EventStorage() as storage, heads.visiting([7], [None]):
+    visit = [{"file_name": "a.jpg", "transforms": T.TransformList([])}]
+    with EventStorage() as storage, heads.visiting(visit):
         (sampled,) = heads.label_and_sample_proposals([proposals], [instances([[60, 8, 90, 40]])])
     num_fg = int((sampled.gt_classes == 0).sum())
     is_buffered = (sampled.proposal_boxes.tensor[:, 0] % 1) == 0.5
@@ -285,9 +289,9 @@ def test_background_proposals_are_stored_in_original_coordinates(monkeypatch):
     )
     seeded_losses(model, batch(transforms=T.TransformList([T.HFlipTransform(WIDTH)])))
 
-    for image_id, proposals in zip([7, "negative.jpg"], sampled):
+    for file_name, proposals in zip(FILE_NAMES, sampled):
         background = proposals.proposal_boxes.tensor[proposals.gt_classes == heads.num_classes]
-        stored, _ = heads.hard_negative_buffer.boxes_of(image_key(image_id))
+        stored, _ = heads.hard_negative_buffer.boxes_of(image_key(file_name))
         flipped_back = torch.stack(
             [WIDTH - stored[:, 2], stored[:, 1], WIDTH - stored[:, 0], stored[:, 3]], dim=1
         )
@@ -312,11 +316,13 @@ def test_buffer_is_filled_then_injected_on_the_next_visit():
 
 
 def test_buffer_needs_the_hnm_meta_architecture():
-    model = seeded_model(
-        tiny_cfg(**{"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.META_ARCHITECTURE": "GeneralizedRCNN"})
+    cfg = tiny_cfg(
+        **{"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.META_ARCHITECTURE": "GeneralizedRCNN"}
     )
-    with pytest.raises(RuntimeError, match="HNMRCNN"):
-        seeded_losses(model)
+    with pytest.raises(
+        HNMConfigError, match="MODEL.META_ARCHITECTURE = 'GeneralizedRCNN'.*HNMRCNN"
+    ):
+        build_model(cfg)
 
 
 def test_buffer_survives_a_checkpoint_round_trip(tmp_path):

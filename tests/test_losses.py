@@ -154,3 +154,15 @@ def test_rpn_background_weight_keeps_the_stock_normaliser(tiny_rpn):
     torch.testing.assert_close(weighted["loss_rpn_cls"], (weights * per_anchor).sum() / (8 * 2))
     assert torch.equal(weighted["loss_rpn_loc"], stock["loss_rpn_loc"])
     assert torch.equal(neutral["loss_rpn_cls"], stock["loss_rpn_cls"])
+
+
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 0.999])
+def test_focal_loss_gradients_stay_finite_below_gamma_1_on_saturated_scores(gamma):
+    # Logits so confident that p_t rounds to 1 in float32: 1 - p_t is 0 there.
+    logits = torch.tensor([[40.0, -40.0], [-40.0, 40.0], [0.3, -0.2]], requires_grad=True)
+    labels = torch.tensor([0, 1, 1])
+    loss = softmax_focal_loss(logits, labels, gamma).sum()
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(grad).all(), grad
+    # Saturated rows give ~0 loss and gradient; the uncertain row still trains.
+    assert grad[:2].abs().max() < 1e-6 and grad[2].abs().sum() > 0.1

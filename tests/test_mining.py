@@ -8,6 +8,7 @@ on the pool images count.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,9 +25,16 @@ from PIL import Image
 
 import hnm_d2
 from hnm_d2 import mine
+from hnm_d2.data import is_negative_image, register_subset
 from hnm_d2.engine.atomic import write_json_atomically
 from hnm_d2.engine.checkpoint import AtomicDetectionCheckpointer
-from hnm_d2.engine.mining import CandidatePool, check_settings, scaled_schedule
+from hnm_d2.engine.mining import (
+    CandidatePool,
+    check_pool_outside_training_set,
+    check_settings,
+    mining_settings,
+    scaled_schedule,
+)
 from hnm_d2.engine.mining_report import MiningStateError, read_json
 from hnm_d2.engine.pool_scoring import (
     image_record,
@@ -41,6 +49,23 @@ QUICK = str(REPO / "configs" / "quick_schedules" / "hnm_instant_test.yaml")
 POOL_SIZE = 48  # synthetic_pool
 TRAIN_SIZE = 72  # synthetic_train
 THRESHOLDS = ["0.05", "0.3", "0.5", "0.7"]  # HNM.EVAL.SCORE_THRESHOLDS
+# settings.json as versions that did not record the config keys wrote it for the one-round run.
+SETTINGS_WITHOUT_CONFIG_KEYS = {
+    "pool": ["synthetic_pool"],
+    "train_datasets": ["synthetic_train"],
+    "per_round": 3.0,
+    "iterations_per_round": 4,
+    "from_scratch": False,
+}
+
+
+def quick_cfg(*opts):
+    """The quick schedule's config, with the hnm_d2 keys and ``opts`` (KEY, value, ...)."""
+    cfg = get_cfg()
+    hnm_d2.add_hnm_config(cfg)
+    cfg.merge_from_file(QUICK)
+    cfg.merge_from_list(list(opts))
+    return cfg
 
 
 # ----------------------------------------------------------------- ranking and selection
@@ -138,10 +163,103 @@ def test_pool_shrinks_by_what_is_taken_and_rejects_unknown_images(two_small_pool
         CandidatePool(["test_mining_no_such_pool"])
 
 
+def test_a_pool_with_annotated_images_is_refused_naming_them_and_the_fix(dataset_name):
+    box = {"bbox": [0, 0, 4, 4], "bbox_mode": 1, "category_id": 0}
+    records = [
+        {"file_name": "n1.png", "image_id": 1, "annotations": []},
+        {"file_name": "p1.png", "image_id": 2, "annotations": [box]},
+        {"file_name": "p2.png", "image_id": 3, "annotations": [box, box]},
+    ]
+    name = dataset_name()
+    DatasetCatalog.register(name, lambda: records)
+    fix = f"--register-subset {name}_negatives {name} negatives"
+    with pytest.raises(ValueError, match=rf"'{name}'.* 2 images with annotations.*p1\.png.*{fix}"):
+        CandidatePool([name])
+
+
+def test_pool_images_in_the_training_set_are_refused_however_their_path_is_spelled(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    training = [
+        ("train_a", str(tmp_path / "images" / "a.png")),
+        ("train_b", str(tmp_path / "images" / "b.png")),
+    ]
+    check_pool_outside_training_set([("pool", "images/c.png"), ("pool", "a.png")], training)
+    pool = [
+        ("pool", "images/../images/b.png"),
+        ("pool", "images/c.png"),
+        ("pool", "./images/a.png"),
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"images/\.\./images/b\.png is in the mining pool 'pool' and in the training set "
+        r"'train_b'.*: 2\..*--register-subset train_b_positives train_b positives",
+    ):
+        check_pool_outside_training_set(pool, training)
+
+
 def test_resuming_with_other_settings_names_the_setting_and_the_fix():
     check_settings({"per_round": 3.0}, {"per_round": 3.0}, "settings.json")
     with pytest.raises(MiningStateError, match="per_round = 3.0.*5.0.*new OUTPUT_DIR"):
         check_settings({"per_round": 3.0}, {"per_round": 5.0}, "settings.json")
+
+
+def test_settings_record_the_config_keys_as_settings_json_reads_them_back():
+    settings = mining_settings(quick_cfg())
+    assert settings["MODEL.HNM.ROI_OHEM.ENABLED"] is False
+    # Tuples as lists, as json.load gives them back.
+    assert settings["MODEL.ANCHOR_GENERATOR.SIZES"] == [[8], [16], [32], [64], [128]]
+    assert settings["INPUT.MIN_SIZE_TRAIN"] == [96]
+    assert (settings["SOLVER.BASE_LR"], settings["SOLVER.STEPS"]) == (0.005, [])
+    check_settings(json.loads(json.dumps(settings)), mining_settings(quick_cfg()), "settings.json")
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "MODEL.HNM.ROI_OHEM.ENABLED",
+            True,
+            "MODEL.HNM.ROI_OHEM.ENABLED = False, but this run has True",
+        ),
+        ("MODEL.WEIGHTS", "other.pth", "MODEL.WEIGHTS = '', but this run has 'other.pth'"),
+        ("SOLVER.BASE_LR", 0.01, "SOLVER.BASE_LR = 0.005, but this run has 0.01"),
+        ("INPUT.MIN_SIZE_TRAIN", (128,), "INPUT.MIN_SIZE_TRAIN = [96], but this run has [128]"),
+        (
+            "HNM.DATA.NEGATIVE_FRACTION",
+            0.5,
+            "HNM.DATA.NEGATIVE_FRACTION = -1.0, but this run has 0.5",
+        ),
+    ],
+)
+def test_resuming_with_another_config_value_names_the_key_and_both_values(key, value, message):
+    recorded = mining_settings(quick_cfg())
+    with pytest.raises(MiningStateError, match=re.escape(f"settings.json records {message}")):
+        check_settings(recorded, mining_settings(quick_cfg(key, value)), "settings.json")
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("MODEL.DEVICE", "cuda"),
+        ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.9),
+        ("SOLVER.CHECKPOINT_PERIOD", 100),
+        ("DATALOADER.NUM_WORKERS", 4),
+        ("HNM.MINING.ROUNDS", 5),
+    ],
+)
+def test_a_resume_may_change_what_does_not_shape_the_rounds(key, value):
+    recorded = mining_settings(quick_cfg())
+    check_settings(recorded, mining_settings(quick_cfg(key, value)), "settings.json")
+
+
+def test_a_settings_file_without_the_config_keys_does_not_check_them():
+    cfg = quick_cfg(
+        *("HNM.MINING.POOL", ("synthetic_pool",), "HNM.MINING.PER_ROUND", 3.0),
+        *("MODEL.HNM.ROI_OHEM.ENABLED", True),
+    )
+    check_settings(SETTINGS_WITHOUT_CONFIG_KEYS, mining_settings(cfg), "settings.json")
 
 
 def test_state_files_round_trip_and_a_corrupt_one_names_the_fix(tmp_path):
@@ -235,21 +353,14 @@ def test_round_0_trains_on_the_training_set_alone(one_round):
     results = round_0["eval"]["synthetic_test"]
     assert 0 <= results["bbox_positives"]["AP"] <= 100
     assert results["negatives"]["num_images"] == 16
-    assert one_round["settings.json"] == {
-        "pool": ["synthetic_pool"],
-        "train_datasets": ["synthetic_train"],
-        "per_round": 3.0,
-        "iterations_per_round": 4,
-        "from_scratch": False,
-    }
+    settings = one_round["settings.json"]
+    assert {k: v for k, v in settings.items() if "." not in k} == SETTINGS_WITHOUT_CONFIG_KEYS
+    assert (settings["MODEL.HNM.ROI_OHEM.ENABLED"], settings["SOLVER.MAX_ITER"]) == (False, 4)
 
 
 def test_the_chosen_images_are_the_pool_images_with_the_highest_scores(one_round, synthetic_root):
     selection = one_round["round_1_selection.json"]
-    cfg = get_cfg()
-    hnm_d2.add_hnm_config(cfg)
-    cfg.merge_from_file(QUICK)
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg = quick_cfg("MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0)
     model = build_model(cfg)
     AtomicDetectionCheckpointer(model).load(selection["scored_with"], checkpointables=[])
     records = score_pool(model, DatasetCatalog.get("synthetic_pool"), cfg)
@@ -305,10 +416,59 @@ def test_plots_are_png_images(one_round, name):
     assert path.stat().st_size > 10_000
 
 
-def test_resuming_with_other_settings_fails_before_training(one_round, synthetic_root):
-    with pytest.raises(MiningStateError, match="per_round"):
-        run_mine(synthetic_root, one_round["out"], "--rounds", 2, "--per-round", 5)
+@pytest.mark.parametrize(
+    "changed, message",
+    [
+        (["--per-round", 5], "per_round = 3.0, but this run has 5.0"),
+        (
+            ["MODEL.HNM.ROI_OHEM.ENABLED", True],
+            "MODEL.HNM.ROI_OHEM.ENABLED = False, but this run has True",
+        ),
+    ],
+)
+def test_resuming_with_other_settings_fails_before_training(
+    one_round, synthetic_root, changed, message
+):
+    with pytest.raises(MiningStateError, match=re.escape(message)):
+        run_mine(synthetic_root, one_round["out"], "--rounds", 2, "--per-round", 3, *changed)
     assert not (one_round["mining"] / "round_2").exists()
+
+
+def test_a_settings_file_without_the_config_keys_resumes(one_round, synthetic_root, tmp_path):
+    # Round 0 of the one-round run, with settings.json as older versions wrote it.
+    mining = tmp_path / "mining"
+    mining.mkdir()
+    shutil.copy(one_round["mining"] / "round_0.json", mining / "round_0.json")
+    write_json_atomically(mining / "settings.json", SETTINGS_WITHOUT_CONFIG_KEYS)
+    run_mine(synthetic_root, tmp_path, "--rounds", 0, "--per-round", 3)
+    report = read(mining / "report.json")
+    assert report["rounds_done"] == 0 and report["stop_reason"] is None
+    assert report["rounds"][0]["results"] == one_round["round_0.json"]["eval"]["synthetic_test"]
+    assert not (mining / "round_0").exists()  # read back, not trained again
+
+
+def test_a_pool_with_annotated_images_fails_before_round_0_trains(synthetic_root, tmp_path):
+    with pytest.raises(
+        ValueError, match="'synthetic_test'.* 16 images with annotations among its 32"
+    ):
+        run_mine(synthetic_root, tmp_path, "--rounds", 1, pool="synthetic_test")
+    assert not (tmp_path / "mining").exists()
+
+
+def test_a_pool_sharing_images_with_the_training_set_fails_before_round_0_trains(
+    synthetic_datasets, synthetic_root, tmp_path, dataset_name
+):
+    pool = register_subset(dataset_name(), "synthetic_train", "negatives")
+    shared = [d["file_name"] for d in DatasetCatalog.get("synthetic_train") if is_negative_image(d)]
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"Image {shared[0]} is in the mining pool '{pool}' and in the training set "
+            f"'synthetic_train' (DATASETS.TRAIN); pool images in the training set: {len(shared)}."
+        ),
+    ):
+        run_mine(synthetic_root, tmp_path, "--rounds", 1, pool=pool)
+    assert not (tmp_path / "mining").exists()
 
 
 @pytest.fixture(scope="module")

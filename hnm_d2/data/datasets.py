@@ -9,17 +9,17 @@ A negative image is a dataset dict whose "annotations" list is empty or missing.
 never drop annotations: invalid boxes are counted in a warning here and handled by the
 mapper's ``HNM.DATA.INVALID_ANNOTATIONS`` policy.
 
-Image ids must be unique across all datasets trained together, since the hard-negative buffer
-keys its boxes by image id:
+Image ids need only be unique within a dataset (COCOEvaluator matches predictions to images by
+them). Across datasets they may repeat, as separate COCO files all number from 1: hnm_d2
+identifies an image by its file wherever it needs an identity (the hard-negative buffer, the
+mining pool). The loaders number images as follows:
 
 * COCO keeps the ids of its JSON (what COCOEvaluator expects);
 * VOC takes the digits of each file id ("BloodImage_00338" -> 338, "2008_000008" ->
   2008000008), the same in every split;
 * a folder of negative images numbers its files in sorted order from ``id_offset``, which by
   default is ``name_id_offset(name)``: a multiple of 10**9 between 10**9 and 10**15 picked by
-  the dataset name, far above COCO's ids and VOC2007's, and apart for different names but for
-  a 1 in 10**6 chance (VOC2012-style ids such as 2008000008 share the range with the same
-  odds). ``build_hnm_train_loader`` rejects any clash that does happen, naming both files.
+  the dataset name, so that its ids stand apart from COCO's and VOC's in logs and reports.
 """
 
 import argparse

@@ -25,6 +25,7 @@ from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.utils.events import get_event_storage, has_event_storage
 
 from ..config import validate_hnm_config
+from ..modeling.key_check import check_hnm_keys_are_used
 from .validation import (
     InvalidAnnotationError,
     describe_annotation,
@@ -93,6 +94,8 @@ class NegativeAwareDatasetMapper(DatasetMapper):
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         validate_hnm_config(cfg, prefix="HNM.DATA")
+        if is_train:
+            check_hnm_keys_are_used(cfg)
         ret = super().from_config(cfg, is_train)
         ret["invalid_annotation_policy"] = cfg.HNM.DATA.INVALID_ANNOTATIONS
         ret["num_classes"] = _num_classes_of_training_data(cfg)

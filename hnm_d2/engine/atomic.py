@@ -8,12 +8,13 @@ while writing leaves at most a stray temporary file, which nothing reads.
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 
 import numpy as np
 
-__all__ = ["atomic_open", "write_json_atomically", "TEMPORARY_FILE_PATTERN"]
+__all__ = ["atomic_open", "write_json_atomically", "strict_json_value", "TEMPORARY_FILE_PATTERN"]
 
 _PREFIX, _SUFFIX = ".tmp-", ".part"
 # What a writer killed mid-write leaves behind (glob pattern, in the final file's directory).
@@ -47,20 +48,36 @@ def atomic_open(path, mode="wb"):
         raise
 
 
-def _to_builtin(value):
-    # numpy scalars (image ids, metrics) are not JSON serializable as such.
+def strict_json_value(value):
+    """``value`` with numpy scalars made Python ones and non-finite floats made None, throughout.
+
+    NaN is what COCO and the false-alarm metrics report for "cannot be computed"; written as a
+    bare NaN it makes the file invalid JSON for strict readers (JavaScript, jq), so it becomes
+    null. Dicts, lists and tuples are converted recursively (a tuple becomes a list, as
+    ``json`` writes it anyway).
+    """
+    if isinstance(value, dict):
+        return {key: strict_json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_value(item) for item in value]
     if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} {value!r} is not JSON serializable")
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_json_atomically(path, data):
-    """Write ``data`` as indented JSON to ``path``, atomically.
+    """Write ``data`` as indented, strict JSON to ``path``, atomically.
 
     Args:
         path (str): the JSON file; its directory is created when missing.
-        data: JSON-serializable data; numpy scalars are converted, NaN is written as NaN.
+        data: JSON-serializable data; numpy scalars are converted, and NaN and +-infinity are
+            written as null (strict JSON has no such numbers).
+
+    Raises:
+        TypeError: ``data`` holds a value JSON cannot represent; nothing is written.
     """
-    text = json.dumps(data, indent=2, default=_to_builtin)
+    text = json.dumps(strict_json_value(data), indent=2, allow_nan=False)
     with atomic_open(path, "w") as f:
         f.write(text)

@@ -81,18 +81,19 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             ) from e
 
     def _load_model(self, checkpoint):
-        # Keys as fvcore matches them: without the "module." of a DDP-wrapped model.
-        checkpoint_keys = {
-            k[len("module.") :] if k.startswith("module.") else k for k in checkpoint["model"]
-        }
+        checkpoint_keys = sorted(checkpoint["model"])
         incompatible = super()._load_model(checkpoint)
-        model_keys = set(self.model.state_dict())
-        shared = model_keys & checkpoint_keys
-        if model_keys and checkpoint_keys and not shared:
+        # Judged on what was loaded, after detectron2 renamed the keys: an ImageNet .pkl (Caffe2
+        # or torchvision names, "matching_heuristics") shares no key name with the model before
+        # that renaming. Parameters only: detectron2 drops pixel_mean/pixel_std from the missing
+        # keys, so those buffers would count as loaded from any file.
+        not_loaded = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}
+        parameters = [name for name, _ in self.model.named_parameters()]
+        if checkpoint_keys and parameters and not_loaded.issuperset(parameters):
             raise CheckpointError(
                 f"Checkpoint {self._current_file} shares no parameter with the model "
-                f"({len(checkpoint_keys)} keys such as {sorted(checkpoint_keys)[:3]}; the model "
-                f"expects keys such as {sorted(model_keys)[:3]}): it belongs to another model. "
+                f"({len(checkpoint_keys)} keys such as {checkpoint_keys[:3]}; the model "
+                f"expects keys such as {sorted(parameters)[:3]}): it belongs to another model. "
                 "Point MODEL.WEIGHTS at a checkpoint of this architecture."
             )
         return incompatible

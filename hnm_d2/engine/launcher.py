@@ -75,17 +75,23 @@ def setup(args):
     return cfg
 
 
-def log_summary(results):
-    """One line per test set: AP on positive images and false alarms on negative images.
+def log_summary(results, dataset_names=None):
+    """One line per test set, named after it: AP on positive images and false alarms on
+    negative images.
 
     Args:
-        results: what DefaultTrainer.test returns: the evaluator's dict for a single test set,
-            or a dict of them keyed by dataset name.
+        results (dict): evaluation results, keyed by test set name; or, with
+            ``dataset_names``, what DefaultTrainer.test returns, which unwraps a lone test
+            set's results.
+        dataset_names (Sequence[str] or None): the test sets of ``results`` when it is
+            DefaultTrainer.test's return (cfg.DATASETS.TEST); None when ``results`` is keyed
+            by test set name already.
     """
     if not results:
         return
-    per_dataset = results if "negatives" not in results else {"test": results}
-    for name, res in per_dataset.items():
+    if dataset_names is not None and len(dataset_names) == 1:
+        results = {dataset_names[0]: results}
+    for name, res in results.items():
         positives = res.get("bbox_positives", {})
         negatives = res.get("negatives", {})
         logger.info(
@@ -100,7 +106,8 @@ def log_summary(results):
 
 
 def save_results(results, output_dir, filename="results.json"):
-    """Write the evaluation results as JSON (main process), for scripts that compare runs.
+    """Write the evaluation results as strict JSON (main process), for scripts that compare
+    runs: a metric that cannot be computed (NaN) is written as null.
 
     Returns:
         str or None: the file written (None without results).

@@ -4,6 +4,8 @@ Round 0 trains on DATASETS.TRAIN and evaluates on DATASETS.TEST. Round k >= 1 sc
 still in the pool with round k-1's model, moves the highest-scored ones (``pool_scoring``) into a
 registered dataset ``hnm_mined_round_<k>`` that joins DATASETS.TRAIN, trains (a warm start from
 round k-1's final weights with a fresh optimizer and schedule, or from scratch) and evaluates.
+The pool is checked before round 0 trains: negative images only, none of them (by file) in
+DATASETS.TRAIN.
 
 Each round trains for HNM.MINING.ITERS_PER_ROUND iterations (0 = SOLVER.MAX_ITER). A shorter
 round keeps the schedule's shape: SOLVER.STEPS and SOLVER.WARMUP_ITERS are scaled by
@@ -36,7 +38,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from ..config import validate_hnm_config
-from .atomic import write_json_atomically
+from ..data import is_negative_image
+from .atomic import strict_json_value, write_json_atomically
 from .checkpoint import AtomicDetectionCheckpointer
 from .launcher import log_summary
 from .mining_report import (
@@ -54,6 +57,7 @@ __all__ = [
     "MiningLoop",
     "MiningLayout",
     "CandidatePool",
+    "check_pool_outside_training_set",
     "register_mined_dataset",
     "mined_dataset_name",
     "scaled_schedule",
@@ -102,9 +106,25 @@ def _pool_records(dataset_name):
             if field not in record:
                 raise ValueError(
                     f"Mining pool '{dataset_name}', record {index}: field '{field}' is missing. "
-                    "Every pool image needs a file_name and a unique image_id."
+                    "Every pool image needs a file_name and an image_id."
                 )
+    _check_negatives_only(dataset_name, records)
     return records
+
+
+def _check_negatives_only(dataset_name, records):
+    # An image's score is its most confident detection: a false alarm on a negative image, but
+    # mostly a correct detection on a positive one, which would be mined for being easy.
+    positives = [record for record in records if not is_negative_image(record)]
+    if positives:
+        raise ValueError(
+            f"Mining pool '{dataset_name}' (--negative-pool / HNM.MINING.POOL) has "
+            f"{len(positives)} images with annotations among its {len(records)}, e.g. "
+            f"{positives[0]['file_name']}: a pool holds negative images only, whose detections "
+            "are all false alarms. Register only its negatives (--register-subset "
+            f"{dataset_name}_negatives {dataset_name} negatives, then --negative-pool "
+            f"{dataset_name}_negatives), or remove the annotated images from it."
+        )
 
 
 class CandidatePool:
@@ -138,6 +158,10 @@ class CandidatePool:
     def __len__(self):
         return len(self._entries) - len(self._taken)
 
+    def images(self):
+        """(dataset name, file_name) of every image in the pool, taken or not, in pool order."""
+        return [(name, file_name) for file_name, (name, _) in self._entries.items()]
+
     def remaining(self):
         """The dataset records of the images not taken yet, in pool order."""
         return [r for f, (_, r) in self._entries.items() if f not in self._taken]
@@ -162,6 +186,59 @@ class CandidatePool:
             )
         self._taken.update(file_names)
         return [self._entries[f][1] for f in file_names]
+
+
+def _image_file(file_name):
+    # One spelling per file: relative or absolute, through symbolic links or not.
+    return os.path.realpath(file_name)
+
+
+def check_pool_outside_training_set(pool_images, training_images):
+    """Raise ValueError if an image file is both in the pool and in the training set.
+
+    Images are the same when their files are (compared as real paths); image ids are not
+    compared, since separate datasets may number their images alike.
+
+    Args:
+        pool_images (Iterable[tuple[str, str]]): (pool dataset name, file_name) of each image.
+        training_images (Iterable[tuple[str, str]]): (training dataset name, file_name) of each
+            image of DATASETS.TRAIN.
+
+    Raises:
+        ValueError: names the first shared file, its pool and training datasets, how many pool
+            images are shared and the fix.
+    """
+    training = {}
+    for dataset_name, file_name in training_images:
+        training.setdefault(_image_file(file_name), dataset_name)
+    shared = [(name, f) for name, f in pool_images if _image_file(f) in training]
+    if not shared:
+        return
+    pool_name, file_name = shared[0]
+    train_name = training[_image_file(file_name)]
+    positives = f"{train_name}_positives"
+    raise ValueError(
+        f"Image {file_name} is in the mining pool '{pool_name}' and in the training set "
+        f"'{train_name}' (DATASETS.TRAIN); pool images in the training set: {len(shared)}. "
+        "Mining adds pool images to the training set, so the two must not share images: take "
+        "them out of one, e.g. train on the positive images alone (--register-subset "
+        f"{positives} {train_name} positives, then DATASETS.TRAIN '(\"{positives}\",)'), or "
+        "pool other images."
+    )
+
+
+def _training_images(dataset_names):
+    """(dataset name, file_name) of every image of the training datasets, in order."""
+    images = []
+    for name in dataset_names:
+        for index, record in enumerate(DatasetCatalog.get(name)):
+            if "file_name" not in record:
+                raise ValueError(
+                    f"Training dataset '{name}', record {index}: field 'file_name' is missing. "
+                    "Every training image needs a file_name."
+                )
+            images.append((name, record["file_name"]))
+    return images
 
 
 MINED_DATASET_PREFIX = "hnm_mined_round_"
@@ -223,19 +300,62 @@ def _round_half_up(x):
     return math.floor(x + 0.5)
 
 
+# The config nodes whose keys shape what each round trains and chooses, as key prefixes.
+_RECORDED_KEY_PREFIXES = ("MODEL.", "INPUT.", "SOLVER.", "DATALOADER.", "HNM.DATA.")
+# Keys of those nodes that a resume may change: they do not change what a round learns. The base
+# MODEL.WEIGHTS is recorded: it initialises round 0 (and every round with FROM_SCRATCH); the
+# weights of a warm-started round are the previous round's, set by the loop, not read from it.
+_UNRECORDED_CONFIG_KEYS = frozenset(
+    {
+        "MODEL.DEVICE",  # a resume may run on other hardware
+        # The stop message of a pool without detections invites lowering it and resuming.
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "SOLVER.CHECKPOINT_PERIOD",  # how often progress is saved
+        "DATALOADER.NUM_WORKERS",  # how fast images are loaded
+    }
+)
+
+
+def _flat_config(node, prefix=""):
+    """The leaf keys of a config node by dotted name ("MODEL.HNM.ROI_OHEM.ENABLED")."""
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def mining_settings(cfg):
-    """The settings that decide what each round chooses and trains: a resume must keep them."""
-    return {
+    """The settings that decide what each round chooses and trains: a resume must keep them.
+
+    Returns:
+        dict: the mining settings ("pool", "train_datasets", "per_round",
+        "iterations_per_round", "from_scratch") and every config key of the MODEL, INPUT,
+        SOLVER, DATALOADER and HNM.DATA nodes by dotted name, but the few a resume may change
+        (MODEL.DEVICE, ...). Values are as settings.json holds them (a tuple is a list, a
+        non-finite float null), so a value read back equals the same value of a config.
+    """
+    settings = {
         "pool": list(cfg.HNM.MINING.POOL),
         "train_datasets": list(cfg.DATASETS.TRAIN),
         "per_round": cfg.HNM.MINING.PER_ROUND,
         "iterations_per_round": cfg.HNM.MINING.ITERS_PER_ROUND or cfg.SOLVER.MAX_ITER,
         "from_scratch": cfg.HNM.MINING.FROM_SCRATCH,
     }
+    for key, value in _flat_config(cfg).items():
+        if key.startswith(_RECORDED_KEY_PREFIXES) and key not in _UNRECORDED_CONFIG_KEYS:
+            settings[key] = value
+    return strict_json_value(settings)
 
 
 def check_settings(recorded, settings, settings_file):
-    """Raise MiningStateError naming the first setting that differs from the recorded run."""
+    """Raise MiningStateError naming the first setting that differs from the recorded run.
+
+    A setting that ``recorded`` lacks is not checked: settings files of older versions record
+    fewer settings, and resuming from them keeps working.
+    """
     for key, value in settings.items():
         if key in recorded and recorded[key] != value:
             raise MiningStateError(
@@ -286,7 +406,10 @@ class MiningLoop:
         self._layout = MiningLayout(cfg.OUTPUT_DIR)
         self._pool = CandidatePool(cfg.HNM.MINING.POOL)
         self._train_names = list(cfg.DATASETS.TRAIN)
-        self._train_size = sum(len(DatasetCatalog.get(name)) for name in self._train_names)
+        training_images = _training_images(self._train_names)
+        # Before round 0 trains: a pool that cannot be mined fails now, not a round later.
+        check_pool_outside_training_set(self._pool.images(), training_images)
+        self._train_size = len(training_images)
         self._thing_classes = MetadataCatalog.get(self._train_names[0]).get("thing_classes")
         self._summaries = []
 
@@ -508,7 +631,8 @@ def run_mining(cfg):
 
     Raises:
         HNMConfigError: an HNM.MINING value is out of range.
-        ValueError: ROUNDS > 0 without a pool, or a pool dataset is not registered.
+        ValueError: ROUNDS > 0 without a pool, a pool dataset is not registered or has images
+            with annotations, or a pool image is also in DATASETS.TRAIN.
         MiningStateError: OUTPUT_DIR holds rounds mined with other settings or pool.
     """
     return MiningLoop(cfg).run()

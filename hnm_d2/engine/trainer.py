@@ -1,19 +1,23 @@
 """HNMTrainer: detectron2's DefaultTrainer with hnm_d2's data loader, evaluator and hooks."""
 
-import contextlib
-import functools
 import logging
 import os
 import shutil
 import weakref
-from unittest import mock
 
-from detectron2.engine import DefaultTrainer, hooks
-from detectron2.engine import defaults as d2_defaults
+import torch
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+    hooks,
+)
 from detectron2.utils import comm
 
 from ..data import build_hnm_train_loader
-from ..evaluation import build_negative_evaluator
+from ..evaluation import build_hnm_evaluator
 from .buffer_hook import HardNegativeBufferSync
 from .checkpoint import AtomicDetectionCheckpointer
 
@@ -25,21 +29,14 @@ logger = logging.getLogger(__name__)
 _FINAL_CHECKPOINT = "model_final.pth"
 
 
-@contextlib.contextmanager
-def _cpu_processes_get_ddp_without_device_ids(cfg):
-    """Let ``--num-gpus N`` run N CPU processes (gloo) through detectron2's own launch.
+def _create_ddp_model(model, device):
+    """detectron2's ``create_ddp_model``, with the device ids DDP accepts on ``device``.
 
-    detectron2's ``create_ddp_model`` always passes ``device_ids=[local_rank]``, which
-    DistributedDataParallel rejects for a model on the CPU. While DefaultTrainer builds the
-    model on the CPU in a multi-process run, it gets ``device_ids=None`` instead; nothing else
-    changes, and the patch is undone when the trainer is built.
+    detectron2 always passes ``device_ids=[local_rank]``, which DistributedDataParallel rejects
+    for a model on the CPU; CPU processes (gloo) must pass none.
     """
-    if cfg.MODEL.DEVICE != "cpu" or comm.get_world_size() == 1:
-        yield
-        return
-    cpu_ddp = functools.partial(d2_defaults.create_ddp_model, device_ids=None)
-    with mock.patch.object(d2_defaults, "create_ddp_model", cpu_ddp):
-        yield
+    device_ids = None if torch.device(device).type == "cpu" else [comm.get_local_rank()]
+    return create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
 
 
 class HNMTrainer(DefaultTrainer):
@@ -47,17 +44,37 @@ class HNMTrainer(DefaultTrainer):
 
     - training data: :func:`hnm_d2.data.build_hnm_train_loader` (NegativeAwareDatasetMapper,
       optional negative-share sampler);
-    - evaluation: :class:`hnm_d2.evaluation.NegativeImageEvaluator` (COCO AP on all images
-      and on positive images alone, false alarms on negative images);
+    - evaluation: COCOEvaluator beside :class:`hnm_d2.evaluation.NegativeImageEvaluator` (COCO
+      AP on all images and on positive images alone, false alarms on negative images);
     - checkpoints written atomically and read with clear errors
       (:class:`AtomicDetectionCheckpointer`);
     - with the hard-negative buffer on, a hook that gathers every rank's buffer before the
-      checkpointer saves, so that resume restores each rank's own buffer.
+      checkpointer saves, so that resume restores each rank's own buffer;
+    - ``--num-gpus N`` on a CPU machine runs N gloo processes.
     """
 
     def __init__(self, cfg):
-        with _cpu_processes_get_ddp_without_device_ids(cfg):
-            super().__init__(cfg)
+        """DefaultTrainer.__init__ in the same order (so a seeded build draws the same random
+        numbers), with two differences: DDP gets device ids only on GPUs (see
+        :func:`_create_ddp_model`; detectron2 builds DDP inside its __init__, with no hook to
+        override), and the checkpointer is the atomic one.
+        """
+        TrainerBase.__init__(self)
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = _create_ddp_model(model, cfg.MODEL.DEVICE)
+        trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_class(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicDetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     def resume_or_load(self, resume=True):
         resuming = resume and self.checkpointer.has_checkpoint()
@@ -125,14 +142,9 @@ class HNMTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return build_negative_evaluator(cfg, dataset_name, output_folder)
+        return build_hnm_evaluator(cfg, dataset_name, output_folder)
 
     def build_hooks(self):
-        # DefaultTrainer.__init__ made a plain DetectionCheckpointer just before calling this;
-        # swap it before the PeriodicCheckpointer hook takes a reference to it.
-        self.checkpointer = AtomicDetectionCheckpointer(
-            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
-        )
         ret = super().build_hooks()
         if self.cfg.MODEL.HNM.BUFFER.ENABLED:
             # Must run on every rank, before the (main-process only) checkpointer saves.

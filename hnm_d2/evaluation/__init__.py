@@ -2,6 +2,7 @@
 
 from .negative_evaluator import (
     NegativeImageEvaluator,
+    build_hnm_evaluator,
     build_negative_evaluator,
     count_detections_at_thresholds,
     positive_subset_name,
@@ -10,6 +11,7 @@ from .negative_evaluator import (
 
 __all__ = [
     "NegativeImageEvaluator",
+    "build_hnm_evaluator",
     "build_negative_evaluator",
     "count_detections_at_thresholds",
     "positive_subset_name",

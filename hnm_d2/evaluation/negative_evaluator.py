@@ -6,17 +6,24 @@ A *negative image* is a dataset record whose "annotations" list is empty or miss
 region instead of counting them as false positives. Every image that is not negative is
 *positive*.
 
-``evaluate()`` returns detectron2's ``task -> {metric: float}`` format with three groups:
+``NegativeImageEvaluator.evaluate()`` returns detectron2's ``task -> {metric: float}`` format
+with its own keys only, so that it composes with detectron2's ``COCOEvaluator`` in
+``DatasetEvaluators`` (which rejects two evaluators returning the same key):
 
-* ``"bbox"``: COCO AP on the whole test set. Negative images hold no ground truth, so each
-  detection on them is a false positive that lowers precision.
-* ``"bbox_positives"``: COCO AP on the positive images alone (the derived dataset
-  ``"<dataset_name>_positives"``), the figure comparable with a test set without negatives.
+* ``"bbox_positives"`` (one ``"<task>_positives"`` per task): COCO AP on the positive images
+  alone (the derived dataset ``"<dataset_name>_positives"``), the figure comparable with a test
+  set without negatives.
 * ``"negatives"``: ``"num_images"`` (negative images evaluated) and, per score threshold t,
   ``"fa_per_image@t"`` (detections with score >= t per negative image) and
   ``"images_with_fa@t"`` (the *fraction* in [0, 1], not percent, of negative images with at
   least one such detection). With no negative image evaluated the per-threshold values are
-  NaN, detectron2's "cannot be computed".
+  NaN, detectron2's "cannot be computed". When the model's cap on detections per image is
+  known, ``"images_at_detection_cap"`` counts the negative images that reached it (their
+  false alarms are lower bounds).
+
+:func:`build_hnm_evaluator` adds ``"bbox"``, COCO AP on the whole test set (negatives
+included: each detection on them is a false positive that lowers precision), from a plain
+``COCOEvaluator`` beside a NegativeImageEvaluator.
 
 Distributed: each rank keeps its own predictions; ``evaluate()`` gathers them on the main
 process, which alone returns results (the other ranks return ``{}``), as ``COCOEvaluator`` does.
@@ -28,7 +35,7 @@ from collections import OrderedDict
 
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetCatalog
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
 from tabulate import tabulate
 
 from ..config import validate_hnm_config
@@ -36,6 +43,7 @@ from ..data.subsets import is_negative_image, register_subset
 
 __all__ = [
     "NegativeImageEvaluator",
+    "build_hnm_evaluator",
     "build_negative_evaluator",
     "positive_subset_name",
     "count_detections_at_thresholds",
@@ -111,11 +119,11 @@ def _ratio(numerator, denominator):
 
 
 class NegativeImageEvaluator(DatasetEvaluator):
-    """COCO AP on all images and on the positive ones, and false alarms on the negative ones.
+    """COCO AP on the positive images, and false alarms on the negative ones.
 
-    Composes two detectron2 ``COCOEvaluator``: one on ``dataset_name`` (negatives included) and
-    one on the derived dataset ``"<dataset_name>_positives"``, fed only the positive images. See
-    the module docstring for the result keys.
+    Wraps a detectron2 ``COCOEvaluator`` on the derived dataset ``"<dataset_name>_positives"``,
+    fed only the positive images. COCO AP on the whole set is left to a plain ``COCOEvaluator``
+    beside it (:func:`build_hnm_evaluator`). See the module docstring for the result keys.
     """
 
     def __init__(
@@ -125,22 +133,38 @@ class NegativeImageEvaluator(DatasetEvaluator):
         score_thresholds=(0.05, 0.3, 0.5, 0.7),
         distributed=True,
         tasks=("bbox",),
+        score_thresh_test=None,
+        detections_per_image=None,
     ):
         """
         Args:
             dataset_name (str): registered dataset; every record needs an "image_id".
-            output_dir (str or None): where COCOEvaluator dumps predictions and converted COCO
-                JSON; the positive subset uses ``<output_dir>/positives``. Required when the
+            output_dir (str or None): the positive subset's COCOEvaluator dumps its predictions
+                and converted COCO JSON to ``<output_dir>/positives``, apart from the files of
+                a whole-set COCOEvaluator given the same ``output_dir``. Required when the
                 dataset has positive images.
             score_thresholds (Sequence[float]): thresholds in [0, 1] at which false alarms are
                 counted (score >= t); duplicates are dropped and the rest sorted.
             distributed (bool): gather predictions from all ranks and return results on the
                 main process only; False evaluates what this process saw.
             tasks (tuple[str]): COCO tasks, passed to COCOEvaluator.
+            score_thresh_test (float or None): the model's minimum output score
+                (MODEL.ROI_HEADS.SCORE_THRESH_TEST); a warning names the score thresholds
+                below it, where false alarms are undercounted. None: not checked.
+            detections_per_image (int or None): the model's cap on detections per image
+                (TEST.DETECTIONS_PER_IMAGE); negative images whose output reaches it are
+                counted and reported. None or negative (detectron2's "no cap"): not checked.
         """
         self._dataset_name = dataset_name
         self._thresholds = _checked_thresholds(score_thresholds)
         self._distributed = distributed
+        if score_thresh_test is not None:
+            _warn_if_thresholds_below_model_floor(self._thresholds, score_thresh_test)
+        self._detection_cap = (
+            detections_per_image
+            if detections_per_image is not None and detections_per_image >= 0
+            else None
+        )
         self._negative_ids, self._positive_ids = _split_image_ids(dataset_name)
         if not self._negative_ids:
             logger.warning(
@@ -148,9 +172,6 @@ class NegativeImageEvaluator(DatasetEvaluator):
                 "'annotations'): the 'negatives' metrics will be NaN.",
                 dataset_name,
             )
-        self._all_images = COCOEvaluator(
-            dataset_name, tasks=tasks, distributed=distributed, output_dir=output_dir
-        )
         self._positive_images = self._build_positives_evaluator(tasks, output_dir)
         self.reset()
 
@@ -175,28 +196,28 @@ class NegativeImageEvaluator(DatasetEvaluator):
             tasks=tasks,
             distributed=self._distributed,
             # Its own folder: its predictions dump and converted JSON must not overwrite
-            # those of the whole-set evaluator.
+            # those of a whole-set COCOEvaluator given the same output_dir.
             output_dir=os.path.join(output_dir, "positives"),
         )
 
     def reset(self):
-        self._all_images.reset()
         if self._positive_images is not None:
             self._positive_images.reset()
         # image_id -> detection counts per threshold; keyed by id so that an image processed
         # twice (e.g. a padded distributed sampler) is counted once.
         self._negative_counts = {}
+        # The negative images whose detections reached the cap; a set for the same reason.
+        self._capped_ids = set()
 
     def process(self, inputs, outputs):
-        """Feed a batch to the whole-set evaluator, its positives to the subset evaluator, and
-        count detections on its negatives.
+        """Feed a batch's positive images to the subset evaluator, and count detections on its
+        negative images.
 
         Args:
             inputs (list[dict]): model inputs, each with "image_id".
             outputs (list[dict]): model outputs; those with "instances" (pred_boxes, scores,
                 pred_classes) are counted, others (proposals only) are left to COCOEvaluator.
         """
-        self._all_images.process(inputs, outputs)
         if self._positive_images is not None:
             positive = [k for k, x in enumerate(inputs) if x["image_id"] in self._positive_ids]
             self._positive_images.process(
@@ -204,31 +225,39 @@ class NegativeImageEvaluator(DatasetEvaluator):
             )
         for x, output in zip(inputs, outputs):
             if x["image_id"] in self._negative_ids and "instances" in output:
-                self._negative_counts[x["image_id"]] = count_detections_at_thresholds(
-                    output["instances"].scores, self._thresholds
-                )
+                self._count_negative(x["image_id"], output["instances"])
+
+    def _count_negative(self, image_id, instances):
+        self._negative_counts[image_id] = count_detections_at_thresholds(
+            instances.scores, self._thresholds
+        )
+        if self._detection_cap is not None and len(instances) >= self._detection_cap:
+            self._capped_ids.add(image_id)
 
     def evaluate(self):
-        """Gather (when distributed) and compute all metrics.
+        """Gather (when distributed) and compute the metrics.
 
         Returns:
-            OrderedDict: "bbox", "bbox_positives" (one ``<task>_positives`` per task) and
-            "negatives" on the main process; ``{}`` on the other ranks, and ``{}`` when nothing
-            was processed (COCOEvaluator has warned about it).
+            OrderedDict: "bbox_positives" (one ``<task>_positives`` per task) and "negatives"
+            on the main process; ``{}`` on the other ranks, and ``{}`` when nothing was
+            processed.
         """
-        # Every rank must run the same collective calls in the same order: both COCOEvaluators
-        # gather, then the negative counts are gathered.
-        results = OrderedDict(self._all_images.evaluate())
+        # Every rank must run the same collective calls in the same order: the subset's
+        # COCOEvaluator gathers, then the negative images' counts are gathered.
+        results = OrderedDict()
         if self._positive_images is not None:
             for task, metrics in self._positive_images.evaluate().items():
                 results[f"{task}_positives"] = metrics
-        negative_counts = self._gather_negative_counts()
+        negative_counts, capped_ids = self._gather_negatives()
         if self._distributed and not comm.is_main_process():
             return {}
         if not results and not negative_counts:
             return {}
         self._warn_if_negatives_missing(negative_counts)
         results["negatives"] = summarize_false_alarms(negative_counts, self._thresholds)
+        if self._detection_cap is not None:
+            self._warn_if_detections_capped(len(capped_ids), len(negative_counts))
+            results["negatives"]["images_at_detection_cap"] = float(len(capped_ids))
         logger.info(
             "False alarms on the %d negative images of '%s':\n%s",
             len(negative_counts),
@@ -237,15 +266,24 @@ class NegativeImageEvaluator(DatasetEvaluator):
         )
         return results
 
-    def _gather_negative_counts(self):
+    def _gather_negatives(self):
+        """The negative images' counts and capped ids of every rank (on the main process).
+
+        Returns:
+            tuple[dict, set]: image_id -> counts per threshold, and the ids that reached the
+            detection cap; empty on the ranks other than the main one.
+        """
         if not self._distributed:
-            return dict(self._negative_counts)
+            return dict(self._negative_counts), set(self._capped_ids)
         comm.synchronize()
-        merged = {}
+        counts, capped_ids = {}, set()
         # gather returns [] on the other ranks; an image seen by two ranks is merged by its id.
-        for rank_counts in comm.gather(self._negative_counts, dst=0):
-            merged.update(rank_counts)
-        return merged
+        for rank_counts, rank_capped in comm.gather(
+            (self._negative_counts, self._capped_ids), dst=0
+        ):
+            counts.update(rank_counts)
+            capped_ids |= rank_capped
+        return counts, capped_ids
 
     def _warn_if_negatives_missing(self, negative_counts):
         if len(negative_counts) < len(self._negative_ids):
@@ -257,6 +295,19 @@ class NegativeImageEvaluator(DatasetEvaluator):
                 self._dataset_name,
             )
 
+    def _warn_if_detections_capped(self, num_capped, num_negatives):
+        if num_capped:
+            logger.warning(
+                "%d of the %d negative images of '%s' reached TEST.DETECTIONS_PER_IMAGE = %d "
+                "detections: the model may have found more on them, so their false alarms are "
+                "undercounted. Raise TEST.DETECTIONS_PER_IMAGE (e.g. to %d) and evaluate again.",
+                num_capped,
+                num_negatives,
+                self._dataset_name,
+                self._detection_cap,
+                2 * max(self._detection_cap, 1),
+            )
+
 
 def _checked_thresholds(score_thresholds):
     thresholds = sorted({float(t) for t in score_thresholds})
@@ -266,6 +317,24 @@ def _checked_thresholds(score_thresholds):
             "scores in [0, 1] (config key HNM.EVAL.SCORE_THRESHOLDS)."
         )
     return tuple(thresholds)
+
+
+def _warn_if_thresholds_below_model_floor(thresholds, score_thresh_test):
+    # The model drops detections scored at or below SCORE_THRESH_TEST, so a count at a lower
+    # threshold silently equals the count at SCORE_THRESH_TEST.
+    below = [t for t in thresholds if t < score_thresh_test]
+    if below:
+        logger.warning(
+            "HNM.EVAL.SCORE_THRESHOLDS has %s below MODEL.ROI_HEADS.SCORE_THRESH_TEST = %g: the "
+            "model outputs no detection scored below %g, so the false alarms at those "
+            "thresholds are undercounted (they equal those at %g). Lower "
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST to at most %g, the lowest threshold.",
+            ", ".join(f"{t:g}" for t in below),
+            score_thresh_test,
+            score_thresh_test,
+            score_thresh_test,
+            thresholds[0],
+        )
 
 
 def _split_image_ids(dataset_name):
@@ -289,8 +358,13 @@ def _split_image_ids(dataset_name):
     return negative_ids, positive_ids
 
 
+def _default_output_dir(cfg, output_dir):
+    # Where detectron2's train_net puts its evaluators' files.
+    return os.path.join(cfg.OUTPUT_DIR, "inference") if output_dir is None else output_dir
+
+
 def build_negative_evaluator(cfg, dataset_name, output_dir=None):
-    """A NegativeImageEvaluator configured by ``cfg.HNM.EVAL``.
+    """A NegativeImageEvaluator configured by ``cfg.HNM.EVAL`` and the model's test settings.
 
     Args:
         cfg (CfgNode): a config with the hnm_d2 keys (``add_hnm_config``).
@@ -299,14 +373,40 @@ def build_negative_evaluator(cfg, dataset_name, output_dir=None):
             train_net puts its evaluators' files.
 
     Returns:
-        NegativeImageEvaluator
+        NegativeImageEvaluator: also told MODEL.ROI_HEADS.SCORE_THRESH_TEST and
+        TEST.DETECTIONS_PER_IMAGE, so that it warns where they make it undercount.
 
     Raises:
         HNMConfigError: HNM.EVAL.SCORE_THRESHOLDS is missing or out of range.
     """
     validate_hnm_config(cfg, prefix="HNM.EVAL")
-    if output_dir is None:
-        output_dir = os.path.join(cfg.OUTPUT_DIR, "inference")
     return NegativeImageEvaluator(
-        dataset_name, output_dir=output_dir, score_thresholds=cfg.HNM.EVAL.SCORE_THRESHOLDS
+        dataset_name,
+        output_dir=_default_output_dir(cfg, output_dir),
+        score_thresholds=cfg.HNM.EVAL.SCORE_THRESHOLDS,
+        score_thresh_test=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+        detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
     )
+
+
+def build_hnm_evaluator(cfg, dataset_name, output_dir=None):
+    """COCO AP on the whole test set beside a NegativeImageEvaluator: what HNMTrainer uses.
+
+    Args:
+        cfg (CfgNode): a config with the hnm_d2 keys (``add_hnm_config``).
+        dataset_name (str): registered test dataset.
+        output_dir (str or None): shared by both evaluators (the positive subset's files go
+            to its "positives" subfolder); None means ``<cfg.OUTPUT_DIR>/inference``.
+
+    Returns:
+        DatasetEvaluators: its results have "bbox" (COCOEvaluator on the whole set),
+        "bbox_positives" and "negatives" (see the module docstring).
+
+    Raises:
+        HNMConfigError: HNM.EVAL.SCORE_THRESHOLDS is missing or out of range.
+    """
+    output_dir = _default_output_dir(cfg, output_dir)
+    # Built first: a config error surfaces before COCOEvaluator converts the whole dataset.
+    negatives = build_negative_evaluator(cfg, dataset_name, output_dir)
+    whole_set = COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_dir)
+    return DatasetEvaluators([whole_set, negatives])

@@ -39,6 +39,12 @@ class HNMFastRCNNOutputLayers(FastRCNNOutputLayers):
         super().__init__(**kwargs)
         self.bg_weight = bg_weight
         self.focal_gamma = focal_gamma
+        if self.use_sigmoid_ce and not self.uses_stock_classification_loss:
+            raise HNMConfigError(
+                "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE (use_sigmoid_ce=True) cannot be combined with "
+                "MODEL.HNM.ROI_BG_WEIGHT != 1 (bg_weight) or MODEL.HNM.ROI_FOCAL.ENABLED "
+                "(focal_gamma): they reweight the softmax cross-entropy. Turn one of them off."
+            )
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -48,14 +54,6 @@ class HNMFastRCNNOutputLayers(FastRCNNOutputLayers):
         ret["focal_gamma"] = (
             cfg.MODEL.HNM.ROI_FOCAL.GAMMA if cfg.MODEL.HNM.ROI_FOCAL.ENABLED else None
         )
-        if cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE and (
-            ret["bg_weight"] != 1.0 or ret["focal_gamma"] is not None
-        ):
-            raise HNMConfigError(
-                "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = True cannot be combined with "
-                "MODEL.HNM.ROI_BG_WEIGHT != 1 or MODEL.HNM.ROI_FOCAL.ENABLED: they reweight "
-                "the softmax cross-entropy."
-            )
         return ret
 
     @property

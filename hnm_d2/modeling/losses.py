@@ -45,9 +45,12 @@ def softmax_focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float)
         Tensor: shape (R,), the loss of each example.
     """
     log_p_t = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
-    # (1 - p_t) ** 0 is 1 even where p_t == 1, so gamma 0 gives back the cross-entropy.
-    modulation = (1.0 - log_p_t.exp()).clamp(min=0.0) ** gamma
-    return -modulation * log_p_t
+    # 1 - p_t, floored at the smallest normal float: where p_t rounds to 1, x ** gamma with
+    # 0 < gamma < 1 has an infinite derivative at x = 0, and inf * 0 would make the gradient
+    # NaN. Below the floor clamp passes no gradient: the true gradient tends to 0 there.
+    # x ** 0 is 1 for every x, so gamma 0 gives back the cross-entropy.
+    one_minus_p_t = (-torch.expm1(log_p_t)).clamp(min=torch.finfo(logits.dtype).tiny)
+    return -(one_minus_p_t**gamma) * log_p_t
 
 
 def roi_classification_losses(

@@ -4,6 +4,8 @@ from typing import Dict, List
 
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
+from ..config import validate_hnm_config
+from .key_check import check_hnm_keys_are_used
 from .roi_heads import HNMROIHeads
 
 __all__ = ["HNMRCNN"]
@@ -11,24 +13,28 @@ __all__ = ["HNMRCNN"]
 
 @META_ARCH_REGISTRY.register()
 class HNMRCNN(GeneralizedRCNN):
-    """GeneralizedRCNN whose training forward hands the image ids and augmentations to
-    :class:`HNMROIHeads` (the hard-negative buffer keys its boxes by image and stores them in
-    original image coordinates). Everything else is the stock model.
+    """GeneralizedRCNN whose training forward hands the batch's inputs to
+    :class:`HNMROIHeads` (the hard-negative buffer keys its boxes by image file and stores them
+    in original image coordinates). Everything else is the stock model.
     """
+
+    @classmethod
+    def from_config(cls, cfg):
+        validate_hnm_config(cfg, prefix="MODEL.HNM")
+        check_hnm_keys_are_used(cfg)
+        return super().from_config(cfg)
 
     def forward(self, batched_inputs: List[Dict]):
         """
         Args:
-            batched_inputs (list[dict]): as for GeneralizedRCNN; in training each dict may
-                also hold "image_id" (int or str) and "transforms" (the TransformList the
-                mapper applied; absent = identity).
+            batched_inputs (list[dict]): as for GeneralizedRCNN; with the buffer on, each
+                training input also needs "file_name" and "transforms" (the TransformList the
+                mapper applied), as NegativeAwareDatasetMapper outputs them.
 
         Returns:
             see :meth:`GeneralizedRCNN.forward`.
         """
         if not self.training or not isinstance(self.roi_heads, HNMROIHeads):
             return super().forward(batched_inputs)
-        image_ids = [x.get("image_id") for x in batched_inputs]
-        transforms = [x.get("transforms") for x in batched_inputs]
-        with self.roi_heads.visiting(image_ids, transforms):
+        with self.roi_heads.visiting(batched_inputs):
             return super().forward(batched_inputs)

@@ -16,7 +16,6 @@ ranks (a box still hard is kept by its loss, one no longer hard is not forced in
 """
 
 import contextlib
-import logging
 from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
@@ -26,12 +25,12 @@ from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
-from detectron2.utils.logger import log_first_n
 from torch.nn import functional as F
 
 from ..config import HNMConfigError, validate_hnm_config
 from .buffer import HardNegativeBuffer, image_key
 from .fast_rcnn import HNMFastRCNNOutputLayers
+from .key_check import check_hnm_keys_are_used
 from .ohem import select_hard_rois
 
 __all__ = ["HNMROIHeads"]
@@ -44,28 +43,33 @@ class ImageVisit(NamedTuple):
     """The images of the current training batch, as HNMRCNN passes them to the heads.
 
     Attributes:
-        image_ids (list): the dataset image id of each image (None if the input had none).
-        keys (list[int or None]): buffer key of each image (None: the input had no image_id).
-        transforms (list[TransformList or None]): the augmentation applied to each image
-            (None = identity).
+        file_names (list[str]): the image file of each image: its identity across datasets
+            (separate COCO files all number their images from 1, so an id alone can clash).
+        keys (list[int]): buffer key of each image (:func:`image_key` of its file name).
+        transforms (list[TransformList]): the augmentation applied to each image.
     """
 
-    image_ids: list
-    keys: List[Optional[int]]
+    file_names: List[str]
+    keys: List[int]
     transforms: list
 
 
 @ROI_HEADS_REGISTRY.register()
 class HNMROIHeads(StandardROIHeads):
     """StandardROIHeads with OHEM over RoIs, the hard-negative buffer, and the
-    :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss)."""
+    :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss).
+
+    Everything a mechanism needs is set up by the constructor, so the heads behave the same
+    whether ``from_config`` (yacs) or LazyConfig's ``instantiate`` builds them, and a setting
+    a mechanism does not support fails here, naming the config key and the argument.
+    """
 
     @configurable
     def __init__(
         self,
         *,
         ohem_enabled: bool = False,
-        ohem_batch_size_per_image: int = 512,
+        ohem_batch_size_per_image: Optional[int] = None,
         ohem_nms_thresh: float = 0.7,
         ohem_min_positive_fraction: float = 0.0,
         hard_negative_buffer: Optional[HardNegativeBuffer] = None,
@@ -74,8 +78,10 @@ class HNMROIHeads(StandardROIHeads):
     ):
         """
         Args:
-            ohem_enabled (bool): train the box head on the hardest RoIs (OHEM).
-            ohem_batch_size_per_image (int): B, RoIs kept per image by OHEM.
+            ohem_enabled (bool): train the box head on the hardest RoIs (OHEM). The box
+                predictor must be a :class:`HNMFastRCNNOutputLayers` (it ranks the RoIs).
+            ohem_batch_size_per_image (int or None): B, RoIs kept per image by OHEM; None =
+                ``batch_size_per_image``.
             ohem_nms_thresh (float): IoU of the NMS over the loss ranking (1.0 = none).
             ohem_min_positive_fraction (float): share of B reserved for foreground RoIs.
             hard_negative_buffer (HardNegativeBuffer or None): None = no buffer.
@@ -83,6 +89,11 @@ class HNMROIHeads(StandardROIHeads):
                 buffered boxes (without OHEM).
             kwargs: the arguments of :class:`StandardROIHeads`.
         """
+        if ohem_enabled:
+            ohem_batch_size_per_image = ohem_batch_size_per_image or kwargs["batch_size_per_image"]
+            # OHEM samples by loss, so the stock sampler must label and hand over every
+            # proposal: an unbounded budget that positives may fill entirely.
+            kwargs.update(batch_size_per_image=_SAMPLE_EVERY_PROPOSAL, positive_fraction=1.0)
         super().__init__(**kwargs)
         self.ohem_enabled = ohem_enabled
         self.ohem_batch_size_per_image = ohem_batch_size_per_image
@@ -91,30 +102,30 @@ class HNMROIHeads(StandardROIHeads):
         self.hard_negative_buffer = hard_negative_buffer
         self.buffer_bg_share = buffer_bg_share
         self._visit: Optional[ImageVisit] = None
+        if ohem_enabled:
+            self._check_ohem_supported()
+        if hard_negative_buffer is not None:
+            self._check_buffer_supported()
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         validate_hnm_config(cfg, prefix="MODEL.HNM")
+        check_hnm_keys_are_used(cfg)
         ret = super().from_config(cfg, input_shape)
-        ret.update(cls._ohem_args(cfg, ret["batch_size_per_image"]))
+        ret.update(cls._ohem_args(cfg))
         ret.update(cls._buffer_args(cfg))
         return ret
 
     @classmethod
-    def _ohem_args(cls, cfg, stock_batch_size_per_image):
+    def _ohem_args(cls, cfg):
         ohem = cfg.MODEL.HNM.ROI_OHEM
         if not ohem.ENABLED:
             return {}
-        _check_ohem_compatible(cfg)
         return {
             "ohem_enabled": True,
-            "ohem_batch_size_per_image": ohem.BATCH_SIZE_PER_IMAGE or stock_batch_size_per_image,
+            "ohem_batch_size_per_image": ohem.BATCH_SIZE_PER_IMAGE or None,
             "ohem_nms_thresh": ohem.NMS_THRESH,
             "ohem_min_positive_fraction": ohem.MIN_POSITIVE_FRACTION,
-            # OHEM samples by loss, so the stock sampler must label and hand over every
-            # proposal: an unbounded budget that positives may fill entirely.
-            "batch_size_per_image": _SAMPLE_EVERY_PROPOSAL,
-            "positive_fraction": 1.0,
         }
 
     @classmethod
@@ -136,29 +147,67 @@ class HNMROIHeads(StandardROIHeads):
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
-        predictor = HNMFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
-        # Start from the stock predictor's initial weights, so that a seeded build of this
-        # model has the weights of a seeded stock build.
+        # The stock predictor has drawn its initial weights already. The replacement is drawn
+        # with the random state restored afterwards, then given those weights: a seeded build
+        # of this model consumes the random numbers a seeded stock build does, so its initial
+        # weights, RoI and anchor sampling and data order after it are stock detectron2's.
+        # (Models are built on the CPU before moving to MODEL.DEVICE: the CPU state is the one.)
+        with torch.random.fork_rng(devices=[]):
+            predictor = HNMFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
         predictor.load_state_dict(ret["box_predictor"].state_dict())
         ret["box_predictor"] = predictor
         return ret
 
+    def _check_ohem_supported(self):
+        """Refuse, at build time, what ROI OHEM does not train correctly."""
+        predictor = self.box_predictor
+        if not isinstance(predictor, HNMFastRCNNOutputLayers):
+            raise HNMConfigError(
+                "MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) needs the box predictor "
+                "HNMFastRCNNOutputLayers, which ranks RoIs by loss; got "
+                f"{type(predictor).__name__}. Build the heads from a config (MODEL.ROI_HEADS.NAME "
+                "'HNMROIHeads' swaps it in), or pass box_predictor=HNMFastRCNNOutputLayers(...) "
+                "(LazyConfig: L(HNMFastRCNNOutputLayers)(...))."
+            )
+        unsupported = {
+            "MODEL.MASK_ON (a mask head)": self.mask_on,
+            "MODEL.KEYPOINT_ON (a keypoint head)": self.keypoint_on,
+            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": self.train_on_pred_boxes,
+            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": predictor.use_sigmoid_ce,
+            f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {predictor.box_reg_loss_type!r}": (
+                predictor.box_reg_loss_type != "smooth_l1"
+            ),
+        }
+        for setting, is_set in unsupported.items():
+            if is_set:
+                raise HNMConfigError(
+                    f"MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) is not supported with "
+                    f"{setting}: OHEM ranks and trains the softmax box branch of Faster R-CNN "
+                    "by its cross-entropy and smooth-L1 losses. Turn one of the two off."
+                )
+
+    def _check_buffer_supported(self):
+        """Refuse, at build time, what the hard-negative buffer cannot score."""
+        if self.box_predictor.use_sigmoid_ce:
+            raise HNMConfigError(
+                "MODEL.HNM.BUFFER.ENABLED (hard_negative_buffer) is not supported with "
+                "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE (use_sigmoid_ce): the buffer scores a box "
+                "as 1 - P(background) of the softmax classifier. Turn one of the two off."
+            )
+
     @contextlib.contextmanager
-    def visiting(self, image_ids: list, transforms: list):
+    def visiting(self, batched_inputs: List[Dict]):
         """Tell the heads which images the training batch inside this context holds.
 
         Args:
-            image_ids (list): the dataset image id (int or str, or None) of each image.
-            transforms (list): the TransformList applied to each image (None = identity).
+            batched_inputs (list[dict]): the model's training inputs; with the buffer on each
+                needs "file_name" (the image's identity) and "transforms" (the TransformList
+                the mapper applied; :class:`hnm_d2.data.NegativeAwareDatasetMapper` keeps it).
         """
-        if any(i is None for i in image_ids):
-            log_first_n(
-                logging.WARNING,
-                "Training inputs without 'image_id': the hard-negative buffer skips them.",
-                n=1,
-            )
-        keys = [None if i is None else image_key(i) for i in image_ids]
-        self._visit = ImageVisit(list(image_ids), keys, list(transforms))
+        if self.hard_negative_buffer is not None:
+            file_names = [_required_input(x, "file_name", k) for k, x in enumerate(batched_inputs)]
+            transforms = [_required_input(x, "transforms", k) for k, x in enumerate(batched_inputs)]
+            self._visit = ImageVisit(file_names, [image_key(f) for f in file_names], transforms)
         try:
             yield
         finally:
@@ -167,8 +216,9 @@ class HNMROIHeads(StandardROIHeads):
     def _current_visit(self) -> ImageVisit:
         if self._visit is None:
             raise RuntimeError(
-                "MODEL.HNM.BUFFER.ENABLED needs the image ids of the training batch: use "
-                "MODEL.META_ARCHITECTURE 'HNMRCNN' (or call roi_heads.visiting(...))."
+                "MODEL.HNM.BUFFER.ENABLED needs to know which images the training batch holds: "
+                "use MODEL.META_ARCHITECTURE 'HNMRCNN' (or run the forward pass inside "
+                "roi_heads.visiting(batched_inputs))."
             )
         return self._visit
 
@@ -214,10 +264,7 @@ class HNMROIHeads(StandardROIHeads):
             Instances: fields proposal_boxes and objectness_logits (the logit of the buffered
             score: these boxes come from the box head, not the RPN), best score first.
         """
-        if key is None:
-            boxes, scores = torch.zeros(0, 4), torch.zeros(0)
-        else:
-            boxes, scores = self.hard_negative_buffer.boxes_of(key)
+        boxes, scores = self.hard_negative_buffer.boxes_of(key)
         device = proposals.proposal_boxes.device
         boxes = Boxes(_to_visit(boxes, transforms).to(device))
         boxes.clip(proposals.image_size)
@@ -374,37 +421,27 @@ class HNMROIHeads(StandardROIHeads):
         iteration = get_event_storage().iter
         fg_scores = 1.0 - F.softmax(scores.detach(), dim=1)[:, -1]
         per_image = fg_scores.split([len(b) for b in boxes])
-        for image_id, key, tfm, b, labels, s in zip(*visit, boxes, gt_classes, per_image):
-            if key is None:
-                continue
+        for file_name, key, tfm, b, labels, s in zip(*visit, boxes, gt_classes, per_image):
             is_bg = labels == self.num_classes
-            original = _to_original(b.tensor[is_bg].detach().cpu(), tfm, image_id)
+            original = _to_original(b.tensor[is_bg].detach().cpu(), tfm, file_name)
             self.hard_negative_buffer.add(key, original, s[is_bg], iteration)
         storage = get_event_storage()
         storage.put_scalar("hnm/buffer_size", self.hard_negative_buffer.num_entries)
         storage.put_scalar("hnm/buffer_mean_score", self.hard_negative_buffer.mean_score())
 
 
-def _check_ohem_compatible(cfg):
-    """Fail at build time on settings ROI OHEM does not support, naming the key."""
-    if cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE != "smooth_l1":
-        raise HNMConfigError(
-            f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE!r}"
-            " is not supported with MODEL.HNM.ROI_OHEM.ENABLED: OHEM ranks RoIs by the "
-            "smooth-L1 box loss; use 'smooth_l1'."
+def _required_input(batched_input: Dict, field: str, index: int):
+    """A field the hard-negative buffer needs from a training input, or a clear error."""
+    if field not in batched_input:
+        raise ValueError(
+            f"Training input {index} (file {batched_input.get('file_name', '?')}, image id "
+            f"{batched_input.get('image_id', '?')}) has no {field!r}: MODEL.HNM.BUFFER.ENABLED "
+            "keys boxes by the image file and stores them in original image coordinates. Map "
+            "the data with hnm_d2.data.NegativeAwareDatasetMapper (hnm_d2.data."
+            "build_hnm_train_loader does), or keep 'file_name' and put the TransformList your "
+            "mapper applied under 'transforms'; or turn MODEL.HNM.BUFFER.ENABLED off."
         )
-    unsupported = {
-        "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE,
-        "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES,
-        "MODEL.MASK_ON": cfg.MODEL.MASK_ON,
-        "MODEL.KEYPOINT_ON": cfg.MODEL.KEYPOINT_ON,
-    }
-    for key, value in unsupported.items():
-        if value:
-            raise HNMConfigError(
-                f"{key} = True is not supported with MODEL.HNM.ROI_OHEM.ENABLED: OHEM ranks "
-                "and trains the softmax box branch of Faster R-CNN only."
-            )
+    return batched_input[field]
 
 
 @contextlib.contextmanager
@@ -418,15 +455,15 @@ def _recording_outputs(module: torch.nn.Module):
         handle.remove()
 
 
-def _to_original(boxes: torch.Tensor, transforms, image_id) -> torch.Tensor:
+def _to_original(boxes: torch.Tensor, transforms, file_name) -> torch.Tensor:
     """Map XYXY boxes (n, 4) of an augmented image back to the original image."""
-    if transforms is None or len(boxes) == 0:
+    if len(boxes) == 0:
         return boxes
     try:
         inverse = transforms.inverse()
     except (AssertionError, NotImplementedError) as e:
         raise ValueError(
-            f"Image id {image_id!r}: the hard-negative buffer stores boxes in original image "
+            f"Image {file_name}: the hard-negative buffer stores boxes in original image "
             f"coordinates, but the training transforms {transforms} cannot be inverted ({e}). "
             "Use invertible augmentations (e.g. a CropTransform with orig_w/orig_h) or turn "
             "MODEL.HNM.BUFFER.ENABLED off."
@@ -436,6 +473,6 @@ def _to_original(boxes: torch.Tensor, transforms, image_id) -> torch.Tensor:
 
 def _to_visit(boxes: torch.Tensor, transforms) -> torch.Tensor:
     """Map XYXY boxes (n, 4) of the original image into an augmented visit of it."""
-    if transforms is None or len(boxes) == 0:
+    if len(boxes) == 0:
         return boxes
     return torch.as_tensor(transforms.apply_box(boxes.numpy()), dtype=torch.float32)

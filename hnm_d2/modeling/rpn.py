@@ -25,6 +25,7 @@ from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
 from ..config import validate_hnm_config
+from .key_check import check_hnm_keys_are_used
 from .losses import objectness_losses
 from .ohem import keep_hardest_negatives, rpn_negative_quota
 
@@ -59,6 +60,7 @@ class HNMRPN(RPN):
     @classmethod
     def from_config(cls, cfg, input_shape):
         validate_hnm_config(cfg, prefix="MODEL.HNM")
+        check_hnm_keys_are_used(cfg)
         ret = super().from_config(cfg, input_shape)
         ret["ohem_enabled"] = cfg.MODEL.HNM.RPN_OHEM.ENABLED
         ret["ohem_neg_pos_ratio"] = cfg.MODEL.HNM.RPN_OHEM.NEG_POS_RATIO

@@ -1,0 +1,96 @@
+"""``check_hnm_keys_are_used``: a MODEL.HNM key that no built class reads is an error.
+
+The MODEL.HNM keys are read by hnm_d2's own classes only. A config that switches a mechanism on
+but names a stock class (say ``ROI_HEADS.NAME: CascadeROIHeads``) would train stock detectron2
+while the user believes the mechanism is on; this check fails instead, naming the key, the class
+the config names and the one that reads the key.
+"""
+
+from typing import Callable, Dict, List, Tuple
+
+from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
+
+from ..config import HNMConfigError
+
+__all__ = ["check_hnm_keys_are_used"]
+
+
+def _switched_on(cfg) -> Dict[str, List[str]]:
+    """The MODEL.HNM keys set away from "off", grouped by the component that reads them.
+
+    Returns:
+        dict: "roi_heads", "proposal_generator", "meta_architecture" -> dotted keys.
+    """
+    hnm = cfg.MODEL.HNM
+    readers = {
+        "roi_heads": {
+            "MODEL.HNM.ROI_OHEM.ENABLED": hnm.ROI_OHEM.ENABLED,
+            "MODEL.HNM.BUFFER.ENABLED": hnm.BUFFER.ENABLED,
+            "MODEL.HNM.ROI_BG_WEIGHT": hnm.ROI_BG_WEIGHT != 1.0,
+            "MODEL.HNM.ROI_FOCAL.ENABLED": hnm.ROI_FOCAL.ENABLED,
+        },
+        "proposal_generator": {
+            "MODEL.HNM.RPN_OHEM.ENABLED": hnm.RPN_OHEM.ENABLED,
+            "MODEL.HNM.RPN_BG_WEIGHT": hnm.RPN_BG_WEIGHT != 1.0,
+        },
+        # The buffer needs the batch's image files, which only HNMRCNN hands to the heads.
+        "meta_architecture": {"MODEL.HNM.BUFFER.ENABLED": hnm.BUFFER.ENABLED},
+    }
+    return {part: [k for k, on in keys.items() if on] for part, keys in readers.items()}
+
+
+def _components(cfg) -> Dict[str, Tuple[str, str, Callable, str]]:
+    """part -> (config key naming its class, the name, registry lookup, hnm_d2 class name)."""
+    # Imported here: the registered classes import this module.
+    from .meta_arch import HNMRCNN
+    from .roi_heads import HNMROIHeads
+    from .rpn import HNMRPN
+
+    return {
+        "roi_heads": (
+            "MODEL.ROI_HEADS.NAME",
+            cfg.MODEL.ROI_HEADS.NAME,
+            ROI_HEADS_REGISTRY,
+            HNMROIHeads,
+        ),
+        "proposal_generator": (
+            "MODEL.PROPOSAL_GENERATOR.NAME",
+            cfg.MODEL.PROPOSAL_GENERATOR.NAME,
+            PROPOSAL_GENERATOR_REGISTRY,
+            HNMRPN,
+        ),
+        "meta_architecture": (
+            "MODEL.META_ARCHITECTURE",
+            cfg.MODEL.META_ARCHITECTURE,
+            META_ARCH_REGISTRY,
+            HNMRCNN,
+        ),
+    }
+
+
+def check_hnm_keys_are_used(cfg) -> None:
+    """Raise HNMConfigError when a MODEL.HNM mechanism is on but the class that reads it is not
+    built by ``cfg``.
+
+    Called by every hnm_d2 class built from a config (model parts, train loader, mapper) and by
+    HNMTrainer.build_model, so any hnm_d2 piece in a project catches the mismatch.
+
+    Raises:
+        HNMConfigError: naming the key, the class the config names, and the fix.
+    """
+    components = _components(cfg)
+    for part, keys in _switched_on(cfg).items():
+        if not keys:
+            continue
+        name_key, name, registry, reader = components[part]
+        try:
+            configured = registry.get(name)
+        except KeyError:
+            continue  # detectron2 itself fails on an unregistered name, with its own message
+        if not (isinstance(configured, type) and issubclass(configured, reader)):
+            raise HNMConfigError(
+                f"{', '.join(keys)} switched on, but {name_key} = {name!r}, which does not read "
+                f"MODEL.HNM keys: the mechanism would silently not run. Set {name_key} to "
+                f"{reader.__name__!r} (or a subclass of it), or turn {', '.join(keys)} off."
+            )
