@@ -90,6 +90,11 @@ def _add_eval_keys(cfg):
     cfg.HNM.EVAL = CN()
     # Score thresholds at which NegativeImageEvaluator counts false alarms.
     cfg.HNM.EVAL.SCORE_THRESHOLDS = [0.05, 0.3, 0.5, 0.7]
+    # Recall levels (on the positive images) at which false alarms per negative image are
+    # reported: the threshold that finds that share of the objects, then its false alarms.
+    cfg.HNM.EVAL.RECALLS = [0.8, 0.9]
+    # IoU at which a detection finds an object, for those recall levels and MR^-2.
+    cfg.HNM.EVAL.MATCH_IOU = 0.5
 
 
 def _add_mining_keys(cfg):
@@ -125,6 +130,11 @@ _RANGES = {
         lambda v: len(v) > 0 and all(0 <= t <= 1 for t in v),
         "a non-empty list of scores in [0, 1]",
     ),
+    "HNM.EVAL.RECALLS": (
+        lambda v: len(v) > 0 and all(0 < r <= 1 for r in v),
+        "a non-empty list of recall levels in (0, 1]",
+    ),
+    "HNM.EVAL.MATCH_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
     "HNM.MINING.ROUNDS": (lambda v: v >= 0, "an integer >= 0"),
     "HNM.MINING.PER_ROUND": (lambda v: v > 0, "> 0 (a count >= 1 or a fraction in (0, 1))"),
     "HNM.MINING.ITERS_PER_ROUND": (lambda v: v >= 0, "an integer >= 0"),

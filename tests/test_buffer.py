@@ -5,7 +5,6 @@ fixed-shape checkpoint table, and the per-rank state gathered by HardNegativeBuf
 import hashlib
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -38,13 +37,18 @@ def stored(buffer, key):
     return boxes[:, 0].tolist(), [round(s, 3) for s in scores.tolist()]
 
 
-def test_image_keys_are_stable_63_bit_ints():
-    assert image_key(7) == 7 and image_key(np.int64(7)) == 7
-    digest = hashlib.blake2b(b"a/b.jpg", digest_size=8).digest()
-    assert image_key("a/b.jpg") == int.from_bytes(digest, "big") & ((1 << 63) - 1)
+def test_image_keys_are_stable_63_bit_ints_of_the_real_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "images")
+    real = str(tmp_path / "images" / "b.jpg")
+    digest = hashlib.blake2b(real.encode(), digest_size=8).digest()
+    assert image_key("images/b.jpg") == int.from_bytes(digest, "big") & ((1 << 63) - 1)
+    # One image, whichever way its file is spelled; another file, another key.
+    assert image_key("images/b.jpg") == image_key(real) == image_key("link/./b.jpg")
     assert 0 <= image_key("a/b.jpg") < 2**63 and image_key("a/b.jpg") != image_key("a/c.jpg")
-    with pytest.raises(TypeError, match="image_id"):
-        image_key(1.5)
+    with pytest.raises(TypeError, match="file_name 7"):
+        image_key(7)
 
 
 def test_only_boxes_at_or_above_the_score_threshold_are_stored():

@@ -92,7 +92,7 @@ def test_truncated_checkpoint_fails_naming_the_file(tmp_path):
 def test_foreign_checkpoint_fails_naming_the_file(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"model": {"encoder.weight": torch.zeros(2, 2)}}, path)
-    with pytest.raises(CheckpointError, match="other.pth shares no parameter"):
+    with pytest.raises(CheckpointError, match="other.pth gave the model no parameter"):
         AtomicDetectionCheckpointer(small_model()).load(str(path))
 
 

@@ -23,7 +23,7 @@ import hnm_d2
 from hnm_d2.config import HNMConfigError
 from hnm_d2.data import build_hnm_train_loader, register_coco_with_negatives
 from hnm_d2.engine import HNMTrainer, hnm_argument_parser, setup
-from hnm_d2.modeling import HNMFastRCNNOutputLayers, HNMROIHeads, image_key
+from hnm_d2.modeling import HardNegativeBuffer, HNMFastRCNNOutputLayers, HNMROIHeads, image_key
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = REPO / "configs/quick_schedules/hnm_instant_test.yaml"
@@ -205,16 +205,21 @@ def stock_roi_heads_arguments(cfg):
     return StandardROIHeads.from_config(cfg, shapes)
 
 
-def test_ohem_built_without_from_config_samples_every_proposal():
-    cfg = tiny_cfg(hnm=False)
-    arguments = stock_roi_heads_arguments(cfg)
+def with_hnm_predictor(arguments):
+    """The arguments with the stock predictor replaced by an HNMFastRCNNOutputLayers, as a
+    LazyConfig would name it."""
     predictor = arguments["box_predictor"]
     arguments["box_predictor"] = HNMFastRCNNOutputLayers(
         input_shape=predictor.cls_score.in_features,
         box2box_transform=predictor.box2box_transform,
         num_classes=predictor.num_classes,
     )
-    heads = HNMROIHeads(ohem_enabled=True, **arguments)
+    return arguments
+
+
+def test_ohem_built_without_from_config_samples_every_proposal():
+    cfg = tiny_cfg(hnm=False)
+    heads = HNMROIHeads(ohem_enabled=True, **with_hnm_predictor(stock_roi_heads_arguments(cfg)))
     # OHEM keeps B = the given batch size per image, and asks the stock sampler for all.
     assert heads.ohem_batch_size_per_image == cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE
     assert heads.batch_size_per_image > 10**9 and heads.positive_fraction == 1.0
@@ -239,6 +244,34 @@ def test_ohem_refuses_what_it_cannot_train(options, named):
     cfg = tiny_cfg(**{"MODEL.HNM.ROI_OHEM.ENABLED": True, **options})
     with pytest.raises(HNMConfigError, match=f"ROI_OHEM.ENABLED.*{named}"):
         build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        ({"MODEL.MASK_ON": True}, "MODEL.MASK_ON"),
+        ({"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE": "giou"}, "'giou'.*use 'smooth_l1'"),
+    ],
+)
+def test_ohem_built_without_from_config_refuses_what_it_cannot_train(options, named):
+    arguments = with_hnm_predictor(stock_roi_heads_arguments(tiny_cfg(hnm=False, **options)))
+    if "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE" in options:
+        arguments["box_predictor"].box_reg_loss_type = "giou"
+    with pytest.raises(HNMConfigError, match=f"ohem_enabled=True.*{named}"):
+        HNMROIHeads(ohem_enabled=True, **arguments)
+
+
+def test_buffer_in_a_model_that_does_not_pass_the_batch_refuses_at_the_first_step():
+    # LazyConfig: GeneralizedRCNN with HNMROIHeads(hard_negative_buffer=...), no config check.
+    model = build_model(tiny_cfg(hnm=False))
+    arguments = stock_roi_heads_arguments(tiny_cfg(hnm=False))
+    arguments["hard_negative_buffer"] = HardNegativeBuffer(
+        capacity=64, per_image=4, max_age=100, dedup_iou=0.7, score_thresh=0.5
+    )
+    model.roi_heads = HNMROIHeads(**arguments)
+    model.train()
+    with EventStorage(), pytest.raises(RuntimeError, match="BUFFER.ENABLED.*'HNMRCNN'"):
+        model(batch())
 
 
 def test_buffer_refuses_sigmoid_cross_entropy():

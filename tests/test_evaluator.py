@@ -63,7 +63,21 @@ EXPECTED_NEGATIVES = {
     "images_with_fa@0.5": 2 / 3,
     "fa_per_image@0.7": 1 / 3,
     "images_with_fa@0.7": 1 / 3,
+    # At matched recall, by hand: 2 objects (images 1 and 2; the crowd box does not count).
+    # The curve over distinct scores: 0.95 (false alarm, recall 0), 0.9 (both hits, tied:
+    # recall 1 with 1 alarm on the 3 negatives), 0.6, 0.5, 0.2 (more alarms). Recall 0.8 and
+    # 0.9 both need 2 hits: threshold 0.9, 1/3 false alarm per negative image.
+    "fa_per_image@recall0.8": 1 / 3,
+    "score@recall0.8": 0.9,
+    "fa_per_image@recall0.9": 1 / 3,
+    "score@recall0.9": 0.9,
+    # MR^-2: false positives per image (6 images) are 1/6 from the top point on, so at the 5
+    # references below 1/6 (0.01 ... 0.1) the miss rate is 1, at the 4 from 0.178 on it is 0
+    # (floored at 1e-10): exp(mean(log)) = (1e-10) ** (4/9).
+    "log_avg_miss_rate": 1e-10 ** (4 / 9),
 }
+
+OPERATING_POINT_KEYS = [k for k in EXPECTED_NEGATIVES if "recall" in k or "miss" in k]
 
 # COCO AP on the whole set, by hand: detections by score are 0.95 FP, 0.9 TP, 0.9 TP, then FPs.
 # The 2 ground-truth boxes (the crowd box is ignored) are both found at precision 2/3, and the
@@ -254,7 +268,13 @@ def test_dataset_without_negatives_reports_nan_and_warns(dataset_factory, tmp_pa
         negatives = run_evaluation(evaluator, positives)["negatives"]
 
     assert negatives["num_images"] == 0.0
-    assert all(math.isnan(v) for k, v in negatives.items() if k != "num_images")
+    # Rates per negative image cannot be computed; the positives still set the thresholds, and
+    # MR^-2 counts false positives on all images (none here: every miss rate is 0, floored).
+    per_positive = {"score@recall0.8": 0.9, "score@recall0.9": 0.9, "log_avg_miss_rate": 1e-10}
+    assert {k: negatives[k] for k in per_positive} == pytest.approx(per_positive)
+    assert all(
+        math.isnan(v) for k, v in negatives.items() if k not in {"num_images", *per_positive}
+    )
     assert len([r for r in caplog.records if "has no negative image" in r.getMessage()]) == 1
 
 
@@ -267,9 +287,13 @@ def test_dataset_without_positives_skips_positive_ap(dataset_factory, tmp_path, 
 
     assert f"{name}_positives" not in DatasetCatalog.list()
     assert any("'bbox_positives' is skipped" in r.getMessage() for r in caplog.records)
-    # Without any ground truth COCOEvaluator reports no AP; the false alarms remain.
+    # Without any ground truth COCOEvaluator reports no AP; the false alarms remain, and
+    # without objects there is no recall to match (NaN, never 0).
     assert list(results) == ["negatives"]
-    assert results["negatives"] == pytest.approx(EXPECTED_NEGATIVES)
+    at_thresholds = {k: v for k, v in results["negatives"].items() if k in OPERATING_POINT_KEYS}
+    assert all(math.isnan(v) for v in at_thresholds.values()) and len(at_thresholds) == 5
+    others = {k: v for k, v in EXPECTED_NEGATIVES.items() if k not in OPERATING_POINT_KEYS}
+    assert {k: results["negatives"][k] for k in others} == pytest.approx(others)
 
 
 def test_nothing_processed_returns_empty_like_coco_evaluator(dataset_factory, tmp_path):
@@ -401,6 +425,7 @@ def test_factory_reads_thresholds_from_config(dataset_factory, tmp_path):
             "fa_per_image@0.5": 1.0,
             "images_with_fa@0.5": 2 / 3,
             "images_at_detection_cap": 0.0,
+            **{k: EXPECTED_NEGATIVES[k] for k in OPERATING_POINT_KEYS},
         }
     )
     assert os.path.exists(os.path.join(tmp_path, "inference", "positives"))

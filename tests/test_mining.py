@@ -25,7 +25,7 @@ from PIL import Image
 
 import hnm_d2
 from hnm_d2 import mine
-from hnm_d2.data import is_negative_image, register_subset
+from hnm_d2.data import is_negative_image, register_negative_folder, register_subset
 from hnm_d2.engine.atomic import write_json_atomically
 from hnm_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from hnm_d2.engine.mining import (
@@ -225,6 +225,7 @@ def test_settings_record_the_config_keys_as_settings_json_reads_them_back():
         ),
         ("MODEL.WEIGHTS", "other.pth", "MODEL.WEIGHTS = '', but this run has 'other.pth'"),
         ("SOLVER.BASE_LR", 0.01, "SOLVER.BASE_LR = 0.005, but this run has 0.01"),
+        ("SEED", 1, "SEED = 0, but this run has 1"),
         ("INPUT.MIN_SIZE_TRAIN", (128,), "INPUT.MIN_SIZE_TRAIN = [96], but this run has [128]"),
         (
             "HNM.DATA.NEGATIVE_FRACTION",
@@ -354,7 +355,8 @@ def test_round_0_trains_on_the_training_set_alone(one_round):
     assert 0 <= results["bbox_positives"]["AP"] <= 100
     assert results["negatives"]["num_images"] == 16
     settings = one_round["settings.json"]
-    assert {k: v for k, v in settings.items() if "." not in k} == SETTINGS_WITHOUT_CONFIG_KEYS
+    recorded_flags = {k: v for k, v in settings.items() if "." not in k and k != "SEED"}
+    assert recorded_flags == SETTINGS_WITHOUT_CONFIG_KEYS and settings["SEED"] == 0
     assert (settings["MODEL.HNM.ROI_OHEM.ENABLED"], settings["SOLVER.MAX_ITER"]) == (False, 4)
 
 
@@ -402,6 +404,11 @@ def test_the_report_follows_every_round(one_round):
         assert metrics["AP50"] == results["bbox_positives"]["AP50"]
         assert sorted(metrics["fa_per_image"], key=float) == THRESHOLDS
         assert metrics["fa_per_image"]["0.5"] == results["negatives"]["fa_per_image@0.5"]
+        negatives = results["negatives"]
+        assert metrics["fa_at_recall"] == {
+            r: negatives[f"fa_per_image@recall{r}"] for r in ("0.8", "0.9")
+        }
+        assert metrics["log_avg_miss_rate"] == negatives["log_avg_miss_rate"]
         assert r["results"] == results  # as train_net.py's results.json has them
 
 
@@ -469,6 +476,24 @@ def test_a_pool_sharing_images_with_the_training_set_fails_before_round_0_trains
     ):
         run_mine(synthetic_root, tmp_path, "--rounds", 1, pool=pool)
     assert not (tmp_path / "mining").exists()
+
+
+def test_a_pool_numbering_its_images_like_the_training_set_mines_with_the_buffer_on(
+    synthetic_datasets, synthetic_root, tmp_path, dataset_name
+):
+    # Another dataset whose image ids are those of the training set (as two COCO files both
+    # numbered from 1): its images join the training set in round 1, and the buffer keeps
+    # them apart from the training images of the same ids.
+    first_train_id = min(d["image_id"] for d in DatasetCatalog.get("synthetic_train"))
+    pool = register_negative_folder(
+        dataset_name(), synthetic_root / "pool", ["target"], id_offset=first_train_id
+    )
+    buffer_on = ["MODEL.HNM.BUFFER.ENABLED", "True", "MODEL.META_ARCHITECTURE", "HNMRCNN"]
+    run_mine(synthetic_root, tmp_path, "--rounds", 1, "--per-round", 2, *buffer_on, pool=pool)
+    round_1 = read(tmp_path / "mining" / "round_1.json")
+    assert [a["image_id"] for a in round_1["added"]] != []
+    assert all(a["image_id"] >= first_train_id for a in round_1["added"])
+    assert (tmp_path / "mining" / "round_1" / "model_final.pth").exists()
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,12 @@ def _results(ap):
     return {
         "bbox": {"AP": ap - 5},
         "bbox_positives": {"AP": ap, "AP50": ap + 10},
-        "negatives": {"fa_per_image@0.5": 0.25, "images_with_fa@0.5": 0.2},
+        "negatives": {
+            "fa_per_image@0.5": 0.25,
+            "images_with_fa@0.5": 0.2,
+            "fa_per_image@recall0.9": float("nan"),  # recall 0.9 never reached
+            "log_avg_miss_rate": 0.3125,
+        },
     }
 
 
@@ -77,7 +82,8 @@ def test_summary_of_a_lone_test_set_names_it(caplog):
 
     assert _summary_lines(caplog) == [
         "Summary [bccd_test]: AP 60.0 / AP50 70.0 on positive images; false alarms per "
-        "negative image at score 0.5: 0.25; negative images with any alarm at 0.5: 20%"
+        "negative image at recall 0.9: n/a, at score 0.5: 0.250; MR^-2 0.312; negative images "
+        "with any alarm at 0.5: 20%"
     ]
 
 

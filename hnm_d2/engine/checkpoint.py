@@ -46,7 +46,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer with atomic writes and a clear error for an unusable file.
 
     Loading raises :class:`CheckpointError` naming the file when it is truncated or not a
-    checkpoint, and when it shares no parameter with the model (a checkpoint of another model:
+    checkpoint, and when it gives the model no parameter (a checkpoint of another model:
     detectron2 would only warn and go on with random weights).
     """
 
@@ -91,10 +91,11 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         parameters = [name for name, _ in self.model.named_parameters()]
         if checkpoint_keys and parameters and not_loaded.issuperset(parameters):
             raise CheckpointError(
-                f"Checkpoint {self._current_file} shares no parameter with the model "
-                f"({len(checkpoint_keys)} keys such as {checkpoint_keys[:3]}; the model "
-                f"expects keys such as {sorted(parameters)[:3]}): it belongs to another model. "
-                "Point MODEL.WEIGHTS at a checkpoint of this architecture."
+                f"Checkpoint {self._current_file} gave the model no parameter: none of its "
+                f"{len(checkpoint_keys)} keys (such as {checkpoint_keys[:3]}) matches one of the "
+                f"model's (such as {sorted(parameters)[:3]}), even after detectron2's renaming. "
+                "It belongs to another model: point MODEL.WEIGHTS at a checkpoint of this "
+                "architecture, or an ImageNet backbone .pkl of its depth."
             )
         return incompatible
 

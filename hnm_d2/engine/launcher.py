@@ -1,6 +1,7 @@
 """The launcher's pieces shared by train_net.py and ``python -m hnm_d2.mine``."""
 
 import logging
+import math
 import os
 
 from detectron2.config import get_cfg
@@ -95,14 +96,22 @@ def log_summary(results, dataset_names=None):
         positives = res.get("bbox_positives", {})
         negatives = res.get("negatives", {})
         logger.info(
-            "Summary [%s]: AP %.1f / AP50 %.1f on positive images; false alarms per negative "
-            "image at score 0.5: %.2f; negative images with any alarm at 0.5: %.0f%%",
+            "Summary [%s]: AP %s / AP50 %s on positive images; false alarms per negative image "
+            "at recall 0.9: %s, at score 0.5: %s; MR^-2 %s; negative images with any alarm at "
+            "0.5: %s%%",
             name,
-            positives.get("AP", float("nan")),
-            positives.get("AP50", float("nan")),
-            negatives.get("fa_per_image@0.5", float("nan")),
-            100 * negatives.get("images_with_fa@0.5", float("nan")),
+            _figure(positives.get("AP"), ".1f"),
+            _figure(positives.get("AP50"), ".1f"),
+            _figure(negatives.get("fa_per_image@recall0.9"), ".3f"),
+            _figure(negatives.get("fa_per_image@0.5"), ".3f"),
+            _figure(negatives.get("log_avg_miss_rate"), ".3f"),
+            _figure(100 * negatives.get("images_with_fa@0.5", math.nan), ".0f"),
         )
+
+
+def _figure(value, spec):
+    # "n/a" rather than "nan" where a figure cannot be computed (e.g. a recall never reached).
+    return "n/a" if value is None or math.isnan(value) else format(value, spec)
 
 
 def save_results(results, output_dir, filename="results.json"):

@@ -39,6 +39,7 @@ from detectron2.utils import comm
 
 from ..config import validate_hnm_config
 from ..data import is_negative_image
+from ..data.identity import image_identity
 from .atomic import strict_json_value, write_json_atomically
 from .checkpoint import AtomicDetectionCheckpointer
 from .launcher import log_summary
@@ -188,11 +189,6 @@ class CandidatePool:
         return [self._entries[f][1] for f in file_names]
 
 
-def _image_file(file_name):
-    # One spelling per file: relative or absolute, through symbolic links or not.
-    return os.path.realpath(file_name)
-
-
 def check_pool_outside_training_set(pool_images, training_images):
     """Raise ValueError if an image file is both in the pool and in the training set.
 
@@ -210,12 +206,12 @@ def check_pool_outside_training_set(pool_images, training_images):
     """
     training = {}
     for dataset_name, file_name in training_images:
-        training.setdefault(_image_file(file_name), dataset_name)
-    shared = [(name, f) for name, f in pool_images if _image_file(f) in training]
+        training.setdefault(image_identity(file_name), dataset_name)
+    shared = [(name, f) for name, f in pool_images if image_identity(f) in training]
     if not shared:
         return
     pool_name, file_name = shared[0]
-    train_name = training[_image_file(file_name)]
+    train_name = training[image_identity(file_name)]
     positives = f"{train_name}_positives"
     raise ValueError(
         f"Image {file_name} is in the mining pool '{pool_name}' and in the training set "
@@ -300,8 +296,9 @@ def _round_half_up(x):
     return math.floor(x + 0.5)
 
 
-# The config nodes whose keys shape what each round trains and chooses, as key prefixes.
-_RECORDED_KEY_PREFIXES = ("MODEL.", "INPUT.", "SOLVER.", "DATALOADER.", "HNM.DATA.")
+# The config keys that shape what each round trains and chooses, as key prefixes (SEED: the
+# initial weights and the data order).
+_RECORDED_KEY_PREFIXES = ("MODEL.", "INPUT.", "SOLVER.", "DATALOADER.", "HNM.DATA.", "SEED")
 # Keys of those nodes that a resume may change: they do not change what a round learns. The base
 # MODEL.WEIGHTS is recorded: it initialises round 0 (and every round with FROM_SCRATCH); the
 # weights of a warm-started round are the previous round's, set by the loop, not read from it.
@@ -332,8 +329,8 @@ def mining_settings(cfg):
 
     Returns:
         dict: the mining settings ("pool", "train_datasets", "per_round",
-        "iterations_per_round", "from_scratch") and every config key of the MODEL, INPUT,
-        SOLVER, DATALOADER and HNM.DATA nodes by dotted name, but the few a resume may change
+        "iterations_per_round", "from_scratch"), SEED, and every config key of the MODEL,
+        INPUT, SOLVER, DATALOADER and HNM.DATA nodes by dotted name, but the few a resume may change
         (MODEL.DEVICE, ...). Values are as settings.json holds them (a tuple is a list, a
         non-finite float null), so a value read back equals the same value of a config.
     """

@@ -56,8 +56,18 @@ def read_json(path):
 
 
 def _metrics_by_threshold(negatives, prefix):
-    # "fa_per_image@0.5" -> {"0.5": value}
-    return {k.split("@", 1)[1]: v for k, v in negatives.items() if k.startswith(prefix + "@")}
+    # "fa_per_image@0.5" -> {"0.5": value}; not the recall-matched "fa_per_image@recall0.9".
+    return {
+        k.split("@", 1)[1]: v
+        for k, v in negatives.items()
+        if k.startswith(prefix + "@") and not k.startswith(prefix + "@recall")
+    }
+
+
+def _metrics_by_recall(negatives):
+    # "fa_per_image@recall0.9" -> {"0.9": value}
+    prefix = "fa_per_image@recall"
+    return {k[len(prefix) :]: v for k, v in negatives.items() if k.startswith(prefix)}
 
 
 def round_metrics(eval_results):
@@ -69,7 +79,8 @@ def round_metrics(eval_results):
     Returns:
         dict: test dataset name -> {"AP", "AP50" (COCO AP on the positive images, None when
         not computed), "fa_per_image" and "images_with_fa" (threshold -> value, on the
-        negative images)}.
+        negative images), "fa_at_recall" (recall level -> false alarms per negative image at
+        the threshold that reaches it) and "log_avg_miss_rate"}.
     """
     metrics = {}
     for dataset_name, results in eval_results.items():
@@ -80,6 +91,8 @@ def round_metrics(eval_results):
             "AP50": positives.get("AP50"),
             "fa_per_image": _metrics_by_threshold(negatives, "fa_per_image"),
             "images_with_fa": _metrics_by_threshold(negatives, "images_with_fa"),
+            "fa_at_recall": _metrics_by_recall(negatives),
+            "log_avg_miss_rate": negatives.get("log_avg_miss_rate"),
         }
     return metrics
 
@@ -140,11 +153,11 @@ def _series(report, dataset_name, key, threshold=None):
     return values
 
 
-def _thresholds(report, dataset_name):
-    """The score thresholds of a test set's false-alarm counts, in increasing order."""
+def _levels(report, dataset_name, key):
+    """The score thresholds or recall levels of a test set's ``metrics[key]``, increasing."""
     found = set()
     for r in report["rounds"]:
-        found.update(r["metrics"].get(dataset_name, {}).get("fa_per_image", {}))
+        found.update(r["metrics"].get(dataset_name, {}).get(key) or {})
     return sorted(found, key=float)
 
 
@@ -155,26 +168,35 @@ def _save_figure(figure, path):
 
 
 def plot_curves(report, path):
-    """Plot AP on positive images and false alarms per negative image against the round.
+    """Plot AP on positive images, and false alarms per negative image at score thresholds and
+    at matched recall, against the round.
 
     Args:
         report (dict): :func:`build_report` output.
         path (str): the PNG file to write.
     """
     rounds = [r["round"] for r in report["rounds"]]
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
-    ap_axes, fa_axes = figure.subplots(1, 2)
+    figure = Figure(figsize=(15, 4.5), layout="constrained")
+    ap_axes, fa_axes, recall_axes = figure.subplots(1, 3)
     for name in sorted({name for r in report["rounds"] for name in r["metrics"]}):
         for key in ("AP", "AP50"):
             ap_axes.plot(rounds, _series(report, name, key), "o-", label=f"{key} {name}")
-        for t in _thresholds(report, name):
+        for t in _levels(report, name, "fa_per_image"):
             values = _series(report, name, "fa_per_image", t)
             fa_axes.plot(rounds, values, "o-", label=f"score >= {t} {name}")
+        for r in _levels(report, name, "fa_at_recall"):
+            values = _series(report, name, "fa_at_recall", r)
+            recall_axes.plot(rounds, values, "o-", label=f"recall {r} {name}")
     ap_axes.set(title="COCO AP on positive test images", xlabel="round", ylabel="AP")
     fa_axes.set(
         title="False alarms per negative test image", xlabel="round", ylabel="detections / image"
     )
-    for axes in (ap_axes, fa_axes):
+    recall_axes.set(
+        title="... at matched recall (gap: not reached)",
+        xlabel="round",
+        ylabel="detections / image",
+    )
+    for axes in (ap_axes, fa_axes, recall_axes):
         axes.set_xticks(rounds)
         axes.grid(alpha=0.3)
         if axes.lines:

@@ -15,6 +15,7 @@ from detectron2.engine import (
     hooks,
 )
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..data import build_hnm_train_loader
 from ..evaluation import build_hnm_evaluator
@@ -54,12 +55,14 @@ class HNMTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        """DefaultTrainer.__init__ in the same order (so a seeded build draws the same random
-        numbers), with two differences: DDP gets device ids only on GPUs (see
-        :func:`_create_ddp_model`; detectron2 builds DDP inside its __init__, with no hook to
-        override), and the checkpointer is the atomic one.
+        """DefaultTrainer.__init__ of detectron2 0.7, step for step and in the same order (so a
+        seeded build draws the same random numbers), with two differences: DDP gets device ids
+        only on GPUs (see :func:`_create_ddp_model`; detectron2 builds DDP inside its __init__,
+        with no hook to override), and the checkpointer is the atomic one.
         """
         TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()  # as DefaultTrainer does when default_setup was not called
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -89,8 +92,8 @@ class HNMTrainer(DefaultTrainer):
 
         The buffer is training state, like the optimizer: it lives in the model's state so
         that --resume restores it, but weights loaded to start a new run (a mining round's warm
-        start, fine-tuning on another dataset whose image ids may collide) must not inject the
-        boxes another run found into this run's images.
+        start, fine-tuning on another dataset) must not inject the boxes another run found,
+        with another model, into this run's images.
         """
         buffer = getattr(self.checkpointer.model.roi_heads, "hard_negative_buffer", None)
         if buffer is not None and buffer.num_entries:

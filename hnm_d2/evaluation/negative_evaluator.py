@@ -20,6 +20,13 @@ with its own keys only, so that it composes with detectron2's ``COCOEvaluator`` 
   NaN, detectron2's "cannot be computed". When the model's cap on detections per image is
   known, ``"images_at_detection_cap"`` counts the negative images that reached it (their
   false alarms are lower bounds).
+  At the same operating point (:mod:`hnm_d2.evaluation.operating_point`), per recall level r:
+  ``"fa_per_image@recall<r>"``, the false alarms per negative image at the highest score
+  threshold that finds the share r of the objects on the positive images (IoU 0.5), and
+  ``"score@recall<r>"``, that threshold; both NaN where the detector never reaches r. And
+  ``"log_avg_miss_rate"``: the Caltech benchmark's MR^-2, false positives counted on all test
+  images. The curve behind them is written to ``<output_dir>/froc.json`` and drawn in
+  ``<output_dir>/froc.png``.
 
 :func:`build_hnm_evaluator` adds ``"bbox"``, COCO AP on the whole test set (negatives
 included: each detection on them is a false positive that lowers precision), from a plain
@@ -30,16 +37,27 @@ process, which alone returns results (the other ranks return ``{}``), as ``COCOE
 """
 
 import logging
+import math
 import os
 from collections import OrderedDict
+from typing import NamedTuple
 
 import detectron2.utils.comm as comm
+import torch
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
+from detectron2.structures import BoxMode
 from tabulate import tabulate
 
 from ..config import validate_hnm_config
 from ..data.subsets import is_negative_image, register_subset
+from .froc import plot_froc, save_curve
+from .operating_point import (
+    detection_curve,
+    false_alarms_at_recall,
+    log_average_miss_rate,
+    match_detections,
+)
 
 __all__ = [
     "NegativeImageEvaluator",
@@ -48,6 +66,7 @@ __all__ = [
     "positive_subset_name",
     "count_detections_at_thresholds",
     "summarize_false_alarms",
+    "summarize_operating_points",
 ]
 
 logger = logging.getLogger(__name__)
@@ -112,6 +131,65 @@ def _false_alarm_table(summary, thresholds):
     )
 
 
+def summarize_operating_points(curve, recalls):
+    """The "negatives" metrics at matched recall, from the curve of the whole test set.
+
+    Returns:
+        dict[str, float]: per recall level r, "fa_per_image@recall<r>" and "score@recall<r>"
+        (NaN where r is never reached), and "log_avg_miss_rate".
+    """
+    summary = {}
+    for recall in recalls:
+        false_alarms, threshold = false_alarms_at_recall(curve, recall)
+        summary[f"fa_per_image@recall{recall:g}"] = false_alarms
+        summary[f"score@recall{recall:g}"] = threshold
+    summary["log_avg_miss_rate"] = log_average_miss_rate(curve)
+    return summary
+
+
+def _operating_point_line(summary, recalls, curve):
+    """One readable line: false alarms at each recall level ("n/a" where never reached)."""
+    parts = []
+    for recall in recalls:
+        false_alarms = summary[f"fa_per_image@recall{recall:g}"]
+        if math.isnan(false_alarms):
+            reached = max(curve.recall, default=0.0)
+            parts.append(f"recall {recall:g}: n/a (the detector reaches {reached:.3f})")
+        else:
+            threshold = summary[f"score@recall{recall:g}"]
+            parts.append(f"recall {recall:g}: {false_alarms:.3f} (score >= {threshold:.3f})")
+    return "; ".join(parts) + f"; MR^-2 {summary['log_avg_miss_rate']:.3f}"
+
+
+class GroundTruth(NamedTuple):
+    """The objects of one positive image, XYXY in original image coordinates.
+
+    Attributes:
+        boxes (Tensor): (G, 4) boxes of the objects that count; classes (G,) int64.
+        crowd_boxes (Tensor): (C, 4) crowd regions (detections there are ignored).
+    """
+
+    boxes: torch.Tensor
+    classes: torch.Tensor
+    crowd_boxes: torch.Tensor
+
+
+def _ground_truth(record) -> GroundTruth:
+    boxes, classes, crowd = [], [], []
+    for annotation in record.get("annotations", []):
+        box = BoxMode.convert(list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS)
+        if annotation.get("iscrowd", 0):
+            crowd.append(box)
+        else:
+            boxes.append(box)
+            classes.append(annotation["category_id"])
+    return GroundTruth(
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(classes, dtype=torch.int64),
+        torch.tensor(crowd, dtype=torch.float32).reshape(-1, 4),
+    )
+
+
 def _ratio(numerator, denominator):
     # With no negative image there is no rate: NaN (detectron2's "cannot be computed"), not 0,
     # which would read as a perfect score.
@@ -135,6 +213,8 @@ class NegativeImageEvaluator(DatasetEvaluator):
         tasks=("bbox",),
         score_thresh_test=None,
         detections_per_image=None,
+        recalls=(0.8, 0.9),
+        match_iou=0.5,
     ):
         """
         Args:
@@ -154,9 +234,15 @@ class NegativeImageEvaluator(DatasetEvaluator):
             detections_per_image (int or None): the model's cap on detections per image
                 (TEST.DETECTIONS_PER_IMAGE); negative images whose output reaches it are
                 counted and reported. None or negative (detectron2's "no cap"): not checked.
+            recalls (Sequence[float]): recall levels in (0, 1] at which false alarms per
+                negative image are reported (HNM.EVAL.RECALLS).
+            match_iou (float): IoU at which a detection finds an object (HNM.EVAL.MATCH_IOU).
         """
         self._dataset_name = dataset_name
         self._thresholds = _checked_thresholds(score_thresholds)
+        self._recalls = tuple(sorted({float(r) for r in recalls}))
+        self._match_iou = match_iou
+        self._output_dir = output_dir
         self._distributed = distributed
         if score_thresh_test is not None:
             _warn_if_thresholds_below_model_floor(self._thresholds, score_thresh_test)
@@ -165,7 +251,8 @@ class NegativeImageEvaluator(DatasetEvaluator):
             if detections_per_image is not None and detections_per_image >= 0
             else None
         )
-        self._negative_ids, self._positive_ids = _split_image_ids(dataset_name)
+        self._negative_ids, self._truth = _index_images(dataset_name)
+        self._positive_ids = set(self._truth)
         if not self._negative_ids:
             logger.warning(
                 "Dataset '%s' has no negative image (a record with empty or missing "
@@ -203,9 +290,11 @@ class NegativeImageEvaluator(DatasetEvaluator):
     def reset(self):
         if self._positive_images is not None:
             self._positive_images.reset()
-        # image_id -> detection counts per threshold; keyed by id so that an image processed
-        # twice (e.g. a padded distributed sampler) is counted once.
-        self._negative_counts = {}
+        # image_id -> detection scores (negative images) or match outcomes and scores (positive
+        # images); keyed by id so that an image processed twice (e.g. a padded distributed
+        # sampler) is counted once.
+        self._negative_scores = {}
+        self._positive_outcomes = {}
         # The negative images whose detections reached the cap; a set for the same reason.
         self._capped_ids = set()
 
@@ -224,15 +313,31 @@ class NegativeImageEvaluator(DatasetEvaluator):
                 [inputs[k] for k in positive], [outputs[k] for k in positive]
             )
         for x, output in zip(inputs, outputs):
-            if x["image_id"] in self._negative_ids and "instances" in output:
-                self._count_negative(x["image_id"], output["instances"])
+            if "instances" not in output:
+                continue
+            instances = output["instances"].to("cpu")
+            if x["image_id"] in self._negative_ids:
+                self._record_negative(x["image_id"], instances)
+            elif x["image_id"] in self._truth:
+                self._record_positive(x["image_id"], instances)
 
-    def _count_negative(self, image_id, instances):
-        self._negative_counts[image_id] = count_detections_at_thresholds(
-            instances.scores, self._thresholds
-        )
+    def _record_negative(self, image_id, instances):
+        self._negative_scores[image_id] = instances.scores.numpy()
         if self._detection_cap is not None and len(instances) >= self._detection_cap:
             self._capped_ids.add(image_id)
+
+    def _record_positive(self, image_id, instances):
+        truth = self._truth[image_id]
+        outcome = match_detections(
+            instances.pred_boxes.tensor,
+            instances.scores,
+            instances.pred_classes,
+            truth.boxes,
+            truth.classes,
+            truth.crowd_boxes,
+            self._match_iou,
+        )
+        self._positive_outcomes[image_id] = (instances.scores.numpy(), outcome.numpy())
 
     def evaluate(self):
         """Gather (when distributed) and compute the metrics.
@@ -248,13 +353,20 @@ class NegativeImageEvaluator(DatasetEvaluator):
         if self._positive_images is not None:
             for task, metrics in self._positive_images.evaluate().items():
                 results[f"{task}_positives"] = metrics
-        negative_counts, capped_ids = self._gather_negatives()
+        negative_scores, positive_outcomes, capped_ids = self._gather()
         if self._distributed and not comm.is_main_process():
             return {}
-        if not results and not negative_counts:
+        if not results and not negative_scores:
             return {}
-        self._warn_if_negatives_missing(negative_counts)
+        self._warn_if_negatives_missing(negative_scores)
+        negative_counts = {
+            image_id: count_detections_at_thresholds(torch.as_tensor(scores), self._thresholds)
+            for image_id, scores in negative_scores.items()
+        }
         results["negatives"] = summarize_false_alarms(negative_counts, self._thresholds)
+        curve = self._curve(negative_scores, positive_outcomes)
+        results["negatives"].update(summarize_operating_points(curve, self._recalls))
+        self._write_curve(curve)
         if self._detection_cap is not None:
             self._warn_if_detections_capped(len(capped_ids), len(negative_counts))
             results["negatives"]["images_at_detection_cap"] = float(len(capped_ids))
@@ -264,33 +376,53 @@ class NegativeImageEvaluator(DatasetEvaluator):
             self._dataset_name,
             _false_alarm_table(results["negatives"], self._thresholds),
         )
+        logger.info(
+            "False alarms per negative image of '%s' at matched recall: %s",
+            self._dataset_name,
+            _operating_point_line(results["negatives"], self._recalls, curve),
+        )
         return results
 
-    def _gather_negatives(self):
-        """The negative images' counts and capped ids of every rank (on the main process).
+    def _gather(self):
+        """Every rank's negative scores, positive outcomes and capped ids (main process).
 
         Returns:
-            tuple[dict, set]: image_id -> counts per threshold, and the ids that reached the
-            detection cap; empty on the ranks other than the main one.
+            tuple[dict, dict, set]: image_id -> scores (negative images), image_id -> (scores,
+            outcomes) (positive images), and the ids that reached the detection cap; empty on
+            the ranks other than the main one.
         """
+        mine = (self._negative_scores, self._positive_outcomes, self._capped_ids)
         if not self._distributed:
-            return dict(self._negative_counts), set(self._capped_ids)
+            return dict(mine[0]), dict(mine[1]), set(mine[2])
         comm.synchronize()
-        counts, capped_ids = {}, set()
+        negatives, positives, capped_ids = {}, {}, set()
         # gather returns [] on the other ranks; an image seen by two ranks is merged by its id.
-        for rank_counts, rank_capped in comm.gather(
-            (self._negative_counts, self._capped_ids), dst=0
-        ):
-            counts.update(rank_counts)
+        for rank_negatives, rank_positives, rank_capped in comm.gather(mine, dst=0):
+            negatives.update(rank_negatives)
+            positives.update(rank_positives)
             capped_ids |= rank_capped
-        return counts, capped_ids
+        return negatives, positives, capped_ids
 
-    def _warn_if_negatives_missing(self, negative_counts):
-        if len(negative_counts) < len(self._negative_ids):
+    def _curve(self, negative_scores, positive_outcomes):
+        """The detection curve of the evaluated images (positives missing from the outputs
+        count with their objects and no detection)."""
+        scores = [positive_outcomes[i][0] for i in positive_outcomes]
+        outcomes = [positive_outcomes[i][1] for i in positive_outcomes]
+        num_objects = sum(len(self._truth[i].boxes) for i in positive_outcomes)
+        return detection_curve(scores, outcomes, list(negative_scores.values()), num_objects)
+
+    def _write_curve(self, curve):
+        if self._output_dir is None:
+            return
+        save_curve(curve, os.path.join(self._output_dir, "froc.json"))
+        plot_froc({self._dataset_name: curve}, os.path.join(self._output_dir, "froc.png"))
+
+    def _warn_if_negatives_missing(self, negative_scores):
+        if len(negative_scores) < len(self._negative_ids):
             logger.warning(
                 "Only %d of the %d negative images of '%s' were evaluated: the 'negatives' "
                 "metrics cover those alone.",
-                len(negative_counts),
+                len(negative_scores),
                 len(self._negative_ids),
                 self._dataset_name,
             )
@@ -337,13 +469,13 @@ def _warn_if_thresholds_below_model_floor(thresholds, score_thresh_test):
         )
 
 
-def _split_image_ids(dataset_name):
-    """The image ids of the negative and of the positive records of a registered dataset.
+def _index_images(dataset_name):
+    """The negative image ids and the positive images' ground truth of a registered dataset.
 
     Returns:
-        tuple[set, set]: (negative image ids, positive image ids).
+        tuple[set, dict]: (negative image ids, positive image id -> GroundTruth).
     """
-    negative_ids, positive_ids = set(), set()
+    negative_ids, truth = set(), {}
     for index, record in enumerate(DatasetCatalog.get(dataset_name)):
         if "image_id" not in record:
             raise ValueError(
@@ -354,8 +486,8 @@ def _split_image_ids(dataset_name):
         if is_negative_image(record):
             negative_ids.add(record["image_id"])
         else:
-            positive_ids.add(record["image_id"])
-    return negative_ids, positive_ids
+            truth[record["image_id"]] = _ground_truth(record)
+    return negative_ids, truth
 
 
 def _default_output_dir(cfg, output_dir):
@@ -386,6 +518,8 @@ def build_negative_evaluator(cfg, dataset_name, output_dir=None):
         score_thresholds=cfg.HNM.EVAL.SCORE_THRESHOLDS,
         score_thresh_test=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
         detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        recalls=cfg.HNM.EVAL.RECALLS,
+        match_iou=cfg.HNM.EVAL.MATCH_IOU,
     )
 
 

@@ -1,4 +1,4 @@
-"""The hard-negative buffer: background boxes the model scored high, kept per image id.
+"""The hard-negative buffer: background boxes the model scored high, kept per image file.
 
 Entries live in ORIGINAL image coordinates, so a later visit of the same image with another
 flip or scale still lines up once its transforms map them forward. The bookkeeping (dedup by
@@ -23,14 +23,16 @@ world size is unchanged, else every rank takes the union (best scores up to CAPA
 """
 
 import hashlib
+import os
 from typing import NamedTuple, Optional
 
-import numpy as np
 import torch
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils import comm
 from torch import nn
 from torchvision.ops import nms
+
+from ..data.identity import image_identity
 
 __all__ = [
     "BufferEntries",
@@ -49,18 +51,18 @@ PEER_TABLES_KEY = "peer_tables"
 _KEY_MASK = (1 << 63) - 1
 
 
-def image_key(image_id) -> int:
-    """A stable int64 key for a dataset image id (int, or str hashed to 63 bits).
+def image_key(file_name: str) -> int:
+    """The buffer key of an image: its identity (:func:`hnm_d2.data.identity.image_identity`,
+    the file's real path) hashed to a non-negative 63-bit int.
 
     Python's ``hash`` of a str changes between processes; blake2b does not, so the key of an
     image is the same on every rank and after a restart.
     """
-    if isinstance(image_id, str):
-        digest = hashlib.blake2b(image_id.encode("utf-8"), digest_size=8).digest()
-        return int.from_bytes(digest, "big") & _KEY_MASK
-    if isinstance(image_id, (int, np.integer)) and not isinstance(image_id, bool):
-        return int(image_id)
-    raise TypeError(f"image_id {image_id!r} must be an int or a str, not {type(image_id)}")
+    if not isinstance(file_name, (str, os.PathLike)):
+        raise TypeError(f"file_name {file_name!r} must be a path, not {type(file_name)}")
+    identity = image_identity(file_name)
+    digest = hashlib.blake2b(identity.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & _KEY_MASK
 
 
 class BufferEntries(NamedTuple):

@@ -16,6 +16,17 @@ from ..config import HNMConfigError
 __all__ = ["check_hnm_keys_are_used"]
 
 
+# How each key reads when its mechanism is off.
+_DEFAULTS = {
+    "MODEL.HNM.ROI_OHEM.ENABLED": "False",
+    "MODEL.HNM.BUFFER.ENABLED": "False",
+    "MODEL.HNM.ROI_BG_WEIGHT": "1.0",
+    "MODEL.HNM.ROI_FOCAL.ENABLED": "False",
+    "MODEL.HNM.RPN_OHEM.ENABLED": "False",
+    "MODEL.HNM.RPN_BG_WEIGHT": "1.0",
+}
+
+
 def _switched_on(cfg) -> Dict[str, List[str]]:
     """The MODEL.HNM keys set away from "off", grouped by the component that reads them.
 
@@ -73,8 +84,9 @@ def check_hnm_keys_are_used(cfg) -> None:
     """Raise HNMConfigError when a MODEL.HNM mechanism is on but the class that reads it is not
     built by ``cfg``.
 
-    Called by every hnm_d2 class built from a config (model parts, train loader, mapper) and by
-    HNMTrainer.build_model, so any hnm_d2 piece in a project catches the mismatch.
+    Called when an hnm_d2 piece is built from a config (a model part, the training mapper or
+    the train loader), so a project that uses any of them catches the mismatch. (A project
+    that builds none of them never reads the MODEL.HNM keys at all.)
 
     Raises:
         HNMConfigError: naming the key, the class the config names, and the fix.
@@ -91,6 +103,8 @@ def check_hnm_keys_are_used(cfg) -> None:
         if not (isinstance(configured, type) and issubclass(configured, reader)):
             raise HNMConfigError(
                 f"{', '.join(keys)} switched on, but {name_key} = {name!r}, which does not read "
-                f"MODEL.HNM keys: the mechanism would silently not run. Set {name_key} to "
-                f"{reader.__name__!r} (or a subclass of it), or turn {', '.join(keys)} off."
+                f"MODEL.HNM keys: the mechanism would silently not run. Either set {name_key} "
+                f"to {reader.__name__!r} or a subclass of it (hnm_d2 has no variant of {name!r} "
+                f"otherwise), or set {', '.join(keys)} back to the default "
+                f"({', '.join(_DEFAULTS[k] for k in keys)})."
             )

@@ -169,21 +169,30 @@ class HNMROIHeads(StandardROIHeads):
                 "'HNMROIHeads' swaps it in), or pass box_predictor=HNMFastRCNNOutputLayers(...) "
                 "(LazyConfig: L(HNMFastRCNNOutputLayers)(...))."
             )
+        # setting -> (is it set, how to turn it off)
         unsupported = {
-            "MODEL.MASK_ON (a mask head)": self.mask_on,
-            "MODEL.KEYPOINT_ON (a keypoint head)": self.keypoint_on,
-            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": self.train_on_pred_boxes,
-            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": predictor.use_sigmoid_ce,
+            "MODEL.MASK_ON (a mask head)": (self.mask_on, "set MODEL.MASK_ON False"),
+            "MODEL.KEYPOINT_ON (a keypoint head)": (
+                self.keypoint_on,
+                "set MODEL.KEYPOINT_ON False",
+            ),
+            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": (
+                self.train_on_pred_boxes,
+                "set it False",
+            ),
+            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": (predictor.use_sigmoid_ce, "set it False"),
             f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {predictor.box_reg_loss_type!r}": (
-                predictor.box_reg_loss_type != "smooth_l1"
+                predictor.box_reg_loss_type != "smooth_l1",
+                "use 'smooth_l1'",
             ),
         }
-        for setting, is_set in unsupported.items():
+        for setting, (is_set, fix) in unsupported.items():
             if is_set:
                 raise HNMConfigError(
                     f"MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) is not supported with "
                     f"{setting}: OHEM ranks and trains the softmax box branch of Faster R-CNN "
-                    "by its cross-entropy and smooth-L1 losses. Turn one of the two off."
+                    f"by its cross-entropy and smooth-L1 losses. Either {fix}, or turn "
+                    "MODEL.HNM.ROI_OHEM.ENABLED off."
                 )
 
     def _check_buffer_supported(self):
