@@ -1,23 +1,32 @@
 #!/usr/bin/env python
-"""Accuracy benchmark on real data: BCCD, class Platelets, every setting side by side.
+"""Accuracy benchmark on real data: every setting side by side, at the same operating point.
 
 Trains the small CPU config from scratch with the same iteration budget per setting (for
-image-level mining, the rounds together use the same total) for several seeds, evaluates on the
-official test split, and prints one table: AP/AP50 on the positive test images, AP over the
-whole test set (negatives included), false alarms per negative test image at score 0.5, the
-share of negative test images with any alarm at 0.5, and the run time — mean and spread
-(sample standard deviation) over seeds.
+image-level mining, the rounds together use the same total) for several seeds, evaluates, and
+prints one table, mean and spread (sample standard deviation) over seeds: AP / AP50 on the
+positive test images, AP on the whole test set, false alarms per negative test image at recall
+0.8 and 0.9 (the threshold that finds that share of the objects; "n/a" where a seed never
+reaches it, with the count of seeds that do) and at score 0.5, the log-average miss rate
+MR^-2, the share of negative test images with an alarm at 0.5, and the run time. It also draws
+the settings' FROC curves (recall averaged over seeds) in one PNG.
 
-Training uses the official trainval split (train + val), evaluation the official test split.
-Nothing is tuned: every setting uses the values of its YAML in configs/. A run whose output
-directory already holds its time (seconds.txt) is reused, so an interrupted benchmark resumes.
+Data: BCCD (class Platelets) by default, in its official splits: ``--split val`` trains on
+train and evaluates on val (to choose settings), ``--split test`` trains on trainval and
+evaluates on test (the figures to report). ``--coco-train/--coco-test`` point the same
+benchmark at any COCO-style data whose images without annotations are negatives.
 
-    .venv/bin/python benchmarks/bccd_accuracy.py --bccd-root ../shared/data/bccd \
-        --iters 240 --seeds 0 1 2 --jobs 2 --output output/bench_bccd
+Resumable: a run whose output directory holds its time (seconds.txt) is reused, so the table
+can be completed over several sittings. ``--curve`` trains the given settings once with an
+evaluation every ``--eval-period`` iterations and plots AP50 against the iteration, to show
+the budget at which stock detectron2 has plateaued.
+
+    .venv/bin/python benchmarks/bccd_accuracy.py --split test --iters 1500 --seeds 0 1 2 \
+        --jobs 2 --output output/bench_bccd
 """
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -25,90 +34,120 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import List, NamedTuple, Optional
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
+from hnm_d2.evaluation.froc import load_curve  # noqa: E402
+
+TRAIN, TEST = "bench_train", "bench_test"
 STOCK_ARCH = [
     "MODEL.META_ARCHITECTURE", "GeneralizedRCNN",
     "MODEL.PROPOSAL_GENERATOR.NAME", "RPN",
     "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
 ]  # fmt: skip
+# Evaluation only, the same for every setting: detections down to score 0.01, so that the
+# recall levels are reached by the threshold that reaches them, not cut by the model's floor.
+EVAL_OPTS = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"]
 
-# name -> (config, extra opts); the image-level mining setting is handled by `mining_command`.
+
+class Setting(NamedTuple):
+    config: str
+    opts: List[str] = []
+    mining: Optional[str] = None  # image-level mining: "rounds" (retrain) or "online"
+
+
 SETTINGS = {
-    "stock (negatives filtered)": (
-        "configs/hnm_R18_FPN_cpu.yaml",
-        STOCK_ARCH + ["DATALOADER.FILTER_EMPTY_ANNOTATIONS", "True"],
+    "stock (negatives filtered)": Setting(
+        "configs/hnm_R18_FPN_cpu.yaml", STOCK_ARCH + ["DATALOADER.FILTER_EMPTY_ANNOTATIONS", "True"]
     ),
-    "negatives kept": ("configs/hnm_R18_FPN_cpu.yaml", []),
-    "+ background down-weighting": ("configs/hnm_R18_FPN_cpu_bg_weight.yaml", []),
-    "+ OHEM": ("configs/hnm_R18_FPN_cpu_ohem.yaml", []),
-    "+ buffer": ("configs/hnm_R18_FPN_cpu_buffer.yaml", []),
-    "+ all head mechanisms": ("configs/hnm_R18_FPN_cpu_all.yaml", []),
-    "+ image-level mining": ("configs/hnm_R18_FPN_cpu.yaml", []),
+    "negatives kept": Setting("configs/hnm_R18_FPN_cpu.yaml"),
+    "+ background down-weighting": Setting("configs/hnm_R18_FPN_cpu_bg_weight.yaml"),
+    "+ OHEM": Setting("configs/hnm_R18_FPN_cpu_ohem.yaml"),
+    "+ buffer": Setting("configs/hnm_R18_FPN_cpu_buffer.yaml"),
+    "+ all head mechanisms": Setting("configs/hnm_R18_FPN_cpu_all.yaml"),
+    "+ image-level mining (rounds)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="rounds"),
+    "+ image-level mining (online)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="online"),
 }
-MINING = "+ image-level mining"
 
 METRICS = [
     # column, section of results.json, key, format
     ("AP (pos)", "bbox_positives", "AP", "{:.1f}"),
     ("AP50 (pos)", "bbox_positives", "AP50", "{:.1f}"),
     ("AP (all test)", "bbox", "AP", "{:.1f}"),
-    ("FA/neg img @0.5", "negatives", "fa_per_image@0.5", "{:.2f}"),
+    ("FA/neg img @R0.8", "negatives", "fa_per_image@recall0.8", "{:.3f}"),
+    ("FA/neg img @R0.9", "negatives", "fa_per_image@recall0.9", "{:.3f}"),
+    ("FA/neg img @0.5", "negatives", "fa_per_image@0.5", "{:.3f}"),
+    ("MR^-2", "negatives", "log_avg_miss_rate", "{:.3f}"),
     ("neg imgs with FA @0.5", "negatives", "images_with_fa@0.5", "{:.2f}"),
 ]
 
 
-def registration_flags(bccd_root):
-    return [
-        "--register-voc", "bccd_trainval", bccd_root, "trainval", "Platelets",
-        "--register-voc", "bccd_test", bccd_root, "test", "Platelets",
-        "--register-subset", "bccd_trainval_positives", "bccd_trainval", "positives",
-        "--register-subset", "bccd_trainval_negatives", "bccd_trainval", "negatives",
-    ]  # fmt: skip
+# ------------------------------------------------------------------------------- commands
 
 
-def schedule_opts(iters, seed, output_dir):
+def data_flags(args):
+    """Registration flags of the benchmark's training and test sets (and the training set's
+    positive and negative subsets, for mining)."""
+    if args.coco_train:
+        flags = [
+            "--register-coco",
+            TRAIN,
+            *args.coco_train,
+            "--register-coco",
+            TEST,
+            *args.coco_test,
+        ]
+    else:
+        train_split = "trainval" if args.split == "test" else "train"
+        root = str(Path(args.bccd_root).resolve())
+        flags = ["--register-voc", TRAIN, root, train_split, "Platelets"]
+        flags += ["--register-voc", TEST, root, args.split, "Platelets"]
+    flags += ["--register-subset", f"{TRAIN}_positives", TRAIN, "positives"]
+    flags += ["--register-subset", f"{TRAIN}_negatives", TRAIN, "negatives"]
+    return flags
+
+
+def schedule_opts(iters, seed, output_dir, eval_period=0):
     """The same budget and learning-rate schedule shape for every setting."""
     steps = f"({int(iters * 0.75)}, {int(iters * 0.92)})"
     return [
         "SEED", str(seed), "SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", steps,
         "SOLVER.CHECKPOINT_PERIOD", str(iters), "OUTPUT_DIR", str(output_dir),
-        "DATASETS.TEST", '("bccd_test",)',
+        "DATASETS.TEST", f'("{TEST}",)', "TEST.EVAL_PERIOD", str(eval_period),
     ]  # fmt: skip
 
 
-def train_command(setting, bccd_root, iters, seed, output_dir):
-    config, extra = SETTINGS[setting]
-    return (
-        [sys.executable, "train_net.py", "--config-file", config]
-        + registration_flags(bccd_root)
-        + schedule_opts(iters, seed, output_dir)
-        + ["DATASETS.TRAIN", '("bccd_trainval",)']
-        + extra
-    )
-
-
-def mining_command(bccd_root, iters, seed, output_dir, rounds, per_round):
-    """Recipe: start from the positive images, mine the trainval negatives as the pool."""
-    config, extra = SETTINGS[MINING]
-    per_round_iters = iters // (rounds + 1)
-    return (
-        [sys.executable, "-m", "hnm_d2.mine", "--config-file", config]
-        + registration_flags(bccd_root)
-        + ["--negative-pool", "bccd_trainval_negatives", "--rounds", str(rounds)]
-        + ["--per-round", str(per_round), "--iters-per-round", str(per_round_iters)]
-        + schedule_opts(iters, seed, output_dir)
-        + ["DATASETS.TRAIN", '("bccd_trainval_positives",)']
-        + extra
-    )
-
-
-def final_results(setting, output_dir):
-    if setting == MINING:
-        report = json.loads((output_dir / "mining" / "report.json").read_text())
-        return report["rounds"][-1]["results"]
-    return json.loads((output_dir / "results.json").read_text())
+def command_for(setting, seed, output_dir, args, eval_period=0):
+    config, opts, mining = SETTINGS[setting]
+    common = ["--config-file", config, *data_flags(args)]
+    schedule = schedule_opts(args.iters, seed, output_dir, eval_period) + EVAL_OPTS
+    if not mining:
+        return [
+            sys.executable,
+            "train_net.py",
+            *common,
+            *schedule,
+            "DATASETS.TRAIN",
+            f'("{TRAIN}",)',
+            *opts,
+        ]
+    # The recipe: start from the positive images, mine the training set's negatives; the
+    # rounds share the budget, online mining spends it on one schedule.
+    rounds = args.mining_rounds
+    if mining == "rounds":
+        schedule_flags = ["--iters-per-round", str(args.iters // (rounds + 1))]
+    else:
+        schedule_flags = ["--online"]
+    return [
+        sys.executable, "-m", "hnm_d2.mine", *common,
+        "--negative-pool", f"{TRAIN}_negatives", "--rounds", str(rounds),
+        "--per-round", str(args.mining_per_round), *schedule_flags,
+        *schedule, "DATASETS.TRAIN", f'("{TRAIN}_positives",)', *opts,
+    ]  # fmt: skip
 
 
 def run_one(command, log_path, threads):
@@ -121,20 +160,47 @@ def run_one(command, log_path, threads):
     return time.perf_counter() - start
 
 
+def run_dir(args, setting, seed, suffix=""):
+    slug = setting.strip("+ ").replace(" (", "_").strip(")").replace(" ", "_").replace("-", "_")
+    data = "coco" if args.coco_train else f"bccd_{args.split}"
+    return (REPO / args.output / data / f"{slug}{suffix}_seed{seed}").resolve()
+
+
+def final_training(setting, output_dir):
+    """(the directory of the run's final training, its final evaluation results)."""
+    mining = SETTINGS[setting].mining
+    if mining is None:
+        return output_dir, json.loads((output_dir / "results.json").read_text())
+    report = json.loads((output_dir / "mining" / "report.json").read_text())
+    final = report["rounds"][-1] if mining == "rounds" else report
+    return Path(final["training_dir"]), final["results"]
+
+
+# --------------------------------------------------------------------------------- tables
+
+
 def mean_and_spread(values):
-    # results.json writes a metric that cannot be computed as null.
-    values = [float("nan") if v is None else v for v in values]
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return statistics.mean(values), spread
+    """(mean, sample sd, seeds with a value) over the seeds where the metric was computed."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    if not present:
+        return math.nan, math.nan, 0
+    spread = statistics.stdev(present) if len(present) > 1 else 0.0
+    return statistics.mean(present), spread, len(present)
+
+
+def format_cell(values, fmt):
+    mean, spread, count = mean_and_spread(values)
+    if count == 0:
+        return "n/a"
+    cell = f"{fmt.format(mean)} ± {fmt.format(spread)}"
+    return cell if count == len(values) else f"{cell} ({count}/{len(values)} seeds)"
 
 
 def format_row(setting, runs):
     cells = [setting]
     for _, section, key, fmt in METRICS:
-        mean, spread = mean_and_spread([r["results"][section][key] for r in runs])
-        cells.append(f"{fmt.format(mean)} ± {fmt.format(spread)}")
-    mean, spread = mean_and_spread([r["seconds"] for r in runs])
-    cells.append(f"{mean:.0f} ± {spread:.0f}")
+        cells.append(format_cell([r["results"].get(section, {}).get(key) for r in runs], fmt))
+    cells.append(format_cell([r["seconds"] for r in runs], "{:.0f}"))
     return "| " + " | ".join(cells) + " |"
 
 
@@ -145,60 +211,154 @@ def markdown_table(all_runs):
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------- plots
+
+
+def recall_at(curve, grid):
+    """A seed's recall at each false-alarm rate of ``grid``: at the lowest threshold whose
+    false alarms per negative image do not exceed it (0 where none does)."""
+    index = np.searchsorted(curve.fa_per_negative_image, grid, side="right")
+    return np.concatenate([[0.0], curve.recall])[index]
+
+
+def plot_settings_froc(froc_files, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 5))
+    grid = np.logspace(-3, 1, 200)
+    for setting, files in froc_files.items():
+        if files:
+            curves = [load_curve(str(f)) for f in files]
+            recall = np.mean([recall_at(curve, grid) for curve in curves], axis=0)
+            axes.plot(grid, recall, label=f"{setting} ({len(files)} seeds)")
+    for recall in (0.8, 0.9):
+        axes.axhline(recall, linestyle=":", linewidth=0.8, color="grey")
+    axes.set_xscale("log")
+    axes.set(
+        xlabel="false alarms per negative test image", ylabel="recall (IoU 0.5), mean of seeds"
+    )
+    axes.set_title("FROC per setting: higher and further left is better")
+    axes.grid(True, which="both", linewidth=0.3)
+    axes.legend(fontsize="small", loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def ap50_by_iteration(output_dir):
+    """[(iteration, AP50 on the positive images)] from a run's periodic evaluations."""
+    points = []
+    for line in (output_dir / "metrics.json").read_text().splitlines():
+        record = json.loads(line)
+        if "bbox_positives/AP50" in record:
+            points.append((record["iteration"] + 1, record["bbox_positives/AP50"]))
+    return points
+
+
+def plot_plateau(curves, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, points in curves.items():
+        axes.plot(*zip(*points), "o-", label=label)
+    axes.set(xlabel="iteration", ylabel="AP50 on positive test images", title="Training budget")
+    axes.grid(True, linewidth=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# ----------------------------------------------------------------------------------- main
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bccd-root", default=str(REPO.parent / "shared/data/bccd"))
-    parser.add_argument("--iters", type=int, default=240, help="training iterations per run")
+    parser.add_argument("--split", choices=["val", "test"], default="val")
+    parser.add_argument("--coco-train", nargs=2, metavar=("JSON", "IMAGES"))
+    parser.add_argument("--coco-test", nargs=2, metavar=("JSON", "IMAGES"))
+    parser.add_argument("--iters", type=int, default=1500, help="training iterations per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--mining-rounds", type=int, default=2)
     parser.add_argument("--mining-per-round", type=float, default=0.2)
     parser.add_argument("--output", default="output/bench_bccd")
+    parser.add_argument("--curve", action="store_true", help="AP50 against the iteration")
+    parser.add_argument("--eval-period", type=int, default=250, help="with --curve")
     parser.add_argument(
         "--jobs", type=int, default=1, help="runs at a time, each with cores // jobs threads"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if bool(args.coco_train) != bool(args.coco_test):
+        parser.error("--coco-train and --coco-test go together")
+    return args
 
 
-def command_for(setting, seed, output_dir, args, bccd_root):
-    if setting == MINING:
-        return mining_command(
-            bccd_root, args.iters, seed, output_dir, args.mining_rounds, args.mining_per_round
-        )
-    return train_command(setting, bccd_root, args.iters, seed, output_dir)
+def run_all(args, threads):
+    """Run (or reuse) every setting and seed; returns setting -> runs, setting -> froc files."""
+    suffix = "_curve" if args.curve else ""
+    eval_period = args.eval_period if args.curve else 0
+
+    def run(setting, seed):
+        output_dir = run_dir(args, setting, seed, suffix)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        timing = output_dir / "seconds.txt"
+        if timing.exists():  # finished in an earlier sitting: reuse, do not retrain
+            seconds = float(timing.read_text())
+        else:
+            command = command_for(setting, seed, output_dir, args, eval_period)
+            (output_dir / "command.txt").write_text(" ".join(command) + "\n")
+            seconds = run_one(command, output_dir / "benchmark.log", threads)
+            timing.write_text(f"{seconds:.1f}")
+        sys.stderr.write(f"done: {setting}, seed {seed}, {seconds:.0f} s\n")
+        return setting, seed, output_dir, seconds
+
+    all_runs = {setting: [] for setting in args.settings}
+    froc_files = {setting: [] for setting in args.settings}
+    jobs = [(setting, seed) for seed in args.seeds for setting in args.settings]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for setting, seed, output_dir, seconds in pool.map(lambda job: run(*job), jobs):
+            training_dir, results = final_training(setting, output_dir)
+            all_runs[setting].append({"seed": seed, "seconds": seconds, "results": results})
+            froc = training_dir / "inference" / TEST / "froc.json"
+            froc_files[setting] += [froc] if froc.exists() else []
+    return all_runs, froc_files
 
 
 def main():
     args = parse_args()
-    bccd_root = str(Path(args.bccd_root).resolve())
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    all_runs = {setting: [] for setting in args.settings}
-
-    def run(setting, seed):
-        slug = setting.strip("+ ").split(" (")[0].replace(" ", "_").replace("-", "_")
-        output_dir = (REPO / args.output / f"{slug}_seed{seed}").resolve()
-        output_dir.mkdir(parents=True, exist_ok=True)
-        timing = output_dir / "seconds.txt"
-        if timing.exists():  # finished in an earlier invocation: reuse, do not retrain
-            seconds = float(timing.read_text())
-        else:
-            command = command_for(setting, seed, output_dir, args, bccd_root)
-            seconds = run_one(command, output_dir / "benchmark.log", threads)
-            timing.write_text(f"{seconds:.1f}")
-        sys.stderr.write(f"done: {setting}, seed {seed}, {seconds:.0f} s\n")
-        results = final_results(setting, output_dir)
-        return setting, {"seed": seed, "seconds": seconds, "results": results}
-
-    jobs = [(setting, seed) for seed in args.seeds for setting in args.settings]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for setting, run_record in pool.map(lambda job: run(*job), jobs):
-            all_runs[setting].append(run_record)
-            (REPO / args.output / "runs.json").write_text(json.dumps(all_runs, indent=2))
+    all_runs, froc_files = run_all(args, threads)
+    out = REPO / args.output / ("coco" if args.coco_train else f"bccd_{args.split}")
+    data = "COCO-style data" if args.coco_train else f"BCCD Platelets, evaluated on {args.split}"
     print(
-        f"BCCD Platelets, {args.iters} iterations, seeds {args.seeds}, "
+        f"{data}, {args.iters} iterations, seeds {args.seeds}, "
         f"{args.jobs} run(s) at a time with {threads} thread(s) each:\n"
     )
-    print(markdown_table(all_runs))
+    if args.curve:
+        curves = {
+            f"{setting}, seed {seed}": ap50_by_iteration(run_dir(args, setting, seed, "_curve"))
+            for setting in args.settings
+            for seed in args.seeds
+        }
+        plot_plateau(curves, out / "plateau.png")
+        for label, points in curves.items():
+            print(f"{label}: " + ", ".join(f"{it}: {ap:.1f}" for it, ap in points))
+        print(f"\nPlot: {out / 'plateau.png'}")
+        return
+    (out / "runs.json").write_text(json.dumps(all_runs, indent=2))
+    table = markdown_table(all_runs)
+    (out / "table.md").write_text(table + "\n")
+    plot_settings_froc(froc_files, out / "froc.png")
+    print(table)
+    print(f"\nFROC: {out / 'froc.png'}")
 
 
 if __name__ == "__main__":

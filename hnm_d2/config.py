@@ -43,19 +43,27 @@ def _add_model_keys(cfg):
     # OHEM over RPN anchors: the hardest negatives by objectness loss replace random ones.
     cfg.MODEL.HNM.RPN_OHEM = CN()
     cfg.MODEL.HNM.RPN_OHEM.ENABLED = False
-    # At most this many negatives per positive anchor of an image (max(#pos, 1) on negative
-    # images); 0 = no cap, negatives fill the rest of MODEL.RPN.BATCH_SIZE_PER_IMAGE.
+    # At most this many negatives per positive anchor of an image; 0 = no cap, negatives fill
+    # the rest of MODEL.RPN.BATCH_SIZE_PER_IMAGE.
     cfg.MODEL.HNM.RPN_OHEM.NEG_POS_RATIO = 0.0
+    # ... but at least this many per image: a negative image (no positive anchor) must still
+    # train the RPN on its hardest background.
+    cfg.MODEL.HNM.RPN_OHEM.MIN_NEGATIVES = 64
 
     # Hard-negative buffer: background boxes the model scored high, kept per image id across
     # iterations and re-injected as background proposals when the image comes back.
     cfg.MODEL.HNM.BUFFER = CN()
     cfg.MODEL.HNM.BUFFER.ENABLED = False
-    # A background RoI is stored when its foreground score (1 - P(background)) is >= this.
+    # A background RoI is stored when its score is >= this: its highest object-class
+    # probability, the scale of MODEL.ROI_HEADS.SCORE_THRESH_TEST (a detection at inference).
     cfg.MODEL.HNM.BUFFER.SCORE_THRESH = 0.5
+    # Iterations before the first box is recorded: an untrained box head scores every box about
+    # alike, and the buffer would fill with arbitrary boxes. Short schedules set it lower.
+    cfg.MODEL.HNM.BUFFER.WARMUP_ITERS = 1000
     cfg.MODEL.HNM.BUFFER.PER_IMAGE = 16  # boxes kept per image (lowest score evicted)
     cfg.MODEL.HNM.BUFFER.CAPACITY = 4096  # boxes kept in total per process
-    # An entry not confirmed hard again within this many iterations is dropped.
+    # Each visit of an image replaces its entries by the visit's hard boxes (its earlier
+    # entries re-scored among them); an image not visited for this many iterations is dropped.
     cfg.MODEL.HNM.BUFFER.MAX_AGE = 1000
     # Share of an image's background quota guaranteed to its buffered boxes.
     cfg.MODEL.HNM.BUFFER.BG_SHARE = 0.25
@@ -107,6 +115,11 @@ def _add_mining_keys(cfg):
     cfg.HNM.MINING.ITERS_PER_ROUND = 0  # 0 = SOLVER.MAX_ITER
     cfg.HNM.MINING.FROM_SCRATCH = False  # False = warm start from the previous round
     cfg.HNM.MINING.SCORE_BATCH_SIZE = 4  # images per forward pass when scoring the pool
+    # Online mining: one run of SOLVER.MAX_ITER iterations in which ROUNDS mining steps, one
+    # every MINE_EVERY iterations (0 = MAX_ITER // (ROUNDS + 1)), each move PER_ROUND pool
+    # images into the training stream; no restarts (ITERS_PER_ROUND, FROM_SCRATCH unused).
+    cfg.HNM.MINING.ONLINE = False
+    cfg.HNM.MINING.MINE_EVERY = 0
 
 
 _RANGES = {
@@ -115,10 +128,12 @@ _RANGES = {
     "MODEL.HNM.ROI_OHEM.NMS_THRESH": (lambda v: 0 < v <= 1, "(0, 1]"),
     "MODEL.HNM.ROI_OHEM.MIN_POSITIVE_FRACTION": (lambda v: 0 <= v <= 1, "[0, 1]"),
     "MODEL.HNM.RPN_OHEM.NEG_POS_RATIO": (lambda v: v >= 0, ">= 0"),
+    "MODEL.HNM.RPN_OHEM.MIN_NEGATIVES": (lambda v: v >= 0, "an integer >= 0"),
     "MODEL.HNM.BUFFER.SCORE_THRESH": (lambda v: 0 <= v <= 1, "[0, 1]"),
     "MODEL.HNM.BUFFER.PER_IMAGE": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.CAPACITY": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.MAX_AGE": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.HNM.BUFFER.WARMUP_ITERS": (lambda v: v >= 0, "an integer >= 0"),
     "MODEL.HNM.BUFFER.BG_SHARE": (lambda v: 0 <= v <= 1, "[0, 1]"),
     "MODEL.HNM.BUFFER.DEDUP_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
     "MODEL.HNM.ROI_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
@@ -139,6 +154,7 @@ _RANGES = {
     "HNM.MINING.PER_ROUND": (lambda v: v > 0, "> 0 (a count >= 1 or a fraction in (0, 1))"),
     "HNM.MINING.ITERS_PER_ROUND": (lambda v: v >= 0, "an integer >= 0"),
     "HNM.MINING.SCORE_BATCH_SIZE": (lambda v: v >= 1, "an integer >= 1"),
+    "HNM.MINING.MINE_EVERY": (lambda v: v >= 0, "an integer >= 0"),
 }
 
 

@@ -11,6 +11,10 @@ last model, adds the --per-round highest-scored pool images to the training set 
 every round is evaluated on DATASETS.TEST. Reports and plots go to OUTPUT_DIR/mining/ (see
 :mod:`hnm_d2.engine.mining`).
 
+With --online there are no rounds to retrain: one run of SOLVER.MAX_ITER iterations on one
+schedule mines --rounds times, every --mine-every iterations, moving the --per-round hardest
+pool images into its training stream (see :mod:`hnm_d2.engine.online_mining`).
+
 Takes every flag of train_net.py (--num-gpus, --register-*, --synthetic, config opts) but
 --eval-only. The run always resumes from OUTPUT_DIR, so --resume changes nothing: the same
 command again continues an interrupted run, and again with a larger --rounds mines further.
@@ -27,6 +31,7 @@ from .engine.launcher import (
     setup,
 )
 from .engine.mining import run_mining
+from .engine.online_mining import run_online_mining
 
 __all__ = ["mining_argument_parser", "mining_opts", "mine", "main"]
 
@@ -56,6 +61,19 @@ def mining_argument_parser():
         "WARMUP_ITERS are scaled to match (HNM.MINING.ITERS_PER_ROUND)",
     )
     group.add_argument(
+        "--online",
+        action="store_true",
+        default=None,
+        help="one training run of SOLVER.MAX_ITER iterations that mines --rounds times, every "
+        "--mine-every iterations, instead of retraining per round (HNM.MINING.ONLINE)",
+    )
+    group.add_argument(
+        "--mine-every",
+        type=int,
+        help="with --online: iterations between mining steps; 0 = MAX_ITER // (rounds + 1) "
+        "(HNM.MINING.MINE_EVERY)",
+    )
+    group.add_argument(
         "--from-scratch",
         action="store_true",
         default=None,
@@ -71,6 +89,8 @@ _FLAG_KEYS = {
     "per_round": "HNM.MINING.PER_ROUND",
     "iters_per_round": "HNM.MINING.ITERS_PER_ROUND",
     "from_scratch": "HNM.MINING.FROM_SCRATCH",
+    "online": "HNM.MINING.ONLINE",
+    "mine_every": "HNM.MINING.MINE_EVERY",
 }
 
 
@@ -95,7 +115,7 @@ def mine(args):
     """
     register_datasets(args)
     cfg = setup(argparse.Namespace(**{**vars(args), "opts": args.opts + mining_opts(args)}))
-    return run_mining(cfg)
+    return run_online_mining(cfg) if cfg.HNM.MINING.ONLINE else run_mining(cfg)
 
 
 def main(argv=None):

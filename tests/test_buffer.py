@@ -53,52 +53,57 @@ def test_image_keys_are_stable_63_bit_ints_of_the_real_path(tmp_path, monkeypatc
 
 def test_only_boxes_at_or_above_the_score_threshold_are_stored():
     buffer = new_buffer()
-    buffer.add(1, boxes_at(0, 20, 40), torch.tensor([0.4, 0.5, 0.9]), iteration=0)
+    buffer.record_visit(1, boxes_at(0, 20, 40), torch.tensor([0.4, 0.5, 0.9]), iteration=0)
     assert stored(buffer, 1) == ([40.0, 20.0], [0.9, 0.5])
 
 
 def test_per_image_cap_keeps_the_best_scores():
     buffer = new_buffer(per_image=2)
-    buffer.add(1, boxes_at(0, 20), torch.tensor([0.6, 0.7]), iteration=0)
-    buffer.add(1, boxes_at(40), torch.tensor([0.65]), iteration=1)
+    buffer.record_visit(1, boxes_at(0, 20, 40), torch.tensor([0.6, 0.7, 0.65]), iteration=0)
     assert stored(buffer, 1) == ([20.0, 40.0], [0.7, 0.65])
+
+
+def test_a_visit_replaces_the_image_entries_and_leaves_other_images_alone():
+    buffer = new_buffer()
+    buffer.record_visit(1, boxes_at(0, 20), torch.tensor([0.9, 0.8]), iteration=0)
+    buffer.record_visit(2, boxes_at(0), torch.tensor([0.7]), iteration=0)
+    # Image 1 again: the box at 0 re-scored easy (0.3) leaves, the box at 20 stays with its
+    # new score, a new hard box joins.
+    buffer.record_visit(1, boxes_at(0, 20, 40), torch.tensor([0.3, 0.6, 0.95]), iteration=4)
+    assert stored(buffer, 1) == ([40.0, 20.0], [0.95, 0.6])
+    assert buffer.boxes_of(1)[0].shape == (2, 4) and stored(buffer, 2) == ([0.0], [0.7])
+    assert sorted(buffer.entries.last_seen.tolist()) == [0, 4, 4]
+    buffer.record_visit(1, boxes_at(0), torch.tensor([0.1]), iteration=5)  # all easy now
+    assert stored(buffer, 1) == ([], [])
 
 
 def test_total_capacity_evicts_the_lowest_scores_first():
     buffer = new_buffer(capacity=3)
-    buffer.add(1, boxes_at(0, 20), torch.tensor([0.9, 0.55]), iteration=0)
-    buffer.add(2, boxes_at(0), torch.tensor([0.8]), iteration=0)
-    buffer.add(3, boxes_at(0), torch.tensor([0.6]), iteration=0)  # evicts image 1's 0.55
+    buffer.record_visit(1, boxes_at(0, 20), torch.tensor([0.9, 0.55]), iteration=0)
+    buffer.record_visit(2, boxes_at(0), torch.tensor([0.8]), iteration=0)
+    buffer.record_visit(3, boxes_at(0), torch.tensor([0.6]), iteration=0)  # evicts 1's 0.55
     assert buffer.num_entries == 3
     assert stored(buffer, 1) == ([0.0], [0.9])
-    buffer.add(4, boxes_at(0), torch.tensor([0.5]), iteration=0)  # the lowest: not kept
+    buffer.record_visit(4, boxes_at(0), torch.tensor([0.5]), iteration=0)  # the lowest: out
     assert stored(buffer, 4) == ([], [])
 
 
-def test_near_duplicates_merge_into_the_better_scored_box_and_refresh_it():
+def test_near_duplicates_merge_into_the_better_scored_box():
     buffer = new_buffer(dedup_iou=0.7)
-    buffer.add(1, boxes_at(0), torch.tensor([0.9]), iteration=0)
-    shifted = boxes_at(0.5)  # IoU 7.5 * 8 / (8.5 * 8) = 0.88 with the stored box
-    buffer.add(1, shifted, torch.tensor([0.7]), iteration=5)
-    assert stored(buffer, 1) == ([0.0], [0.9])
-    assert buffer.entries.last_seen.tolist() == [5]  # a near-copy seen hard confirms it
-    buffer.add(1, boxes_at(0.25), torch.tensor([0.95]), iteration=6)  # better: replaces it
-    assert stored(buffer, 1) == ([0.25], [0.95])
-    # The same image's other boxes and other images' boxes are not merged.
-    buffer.add(2, boxes_at(0), torch.tensor([0.6]), iteration=6)
-    buffer.add(1, boxes_at(30), torch.tensor([0.6]), iteration=6)
-    assert buffer.num_entries == 3
+    shifted = boxes_at(0.5)  # IoU 7.5 * 8 / (8.5 * 8) = 0.88 with the box at 0
+    buffer.record_visit(1, torch.cat([boxes_at(0, 30), shifted]), torch.tensor([0.9, 0.6, 0.7]), 0)
+    assert stored(buffer, 1) == ([0.0, 30.0], [0.9, 0.6])
 
 
-def test_entries_expire_after_max_age_iterations_without_confirmation():
+def test_images_not_visited_expire_after_max_age_iterations():
     buffer = new_buffer(max_age=10)
-    buffer.add(1, boxes_at(0), torch.tensor([0.9]), iteration=0)
-    buffer.add(2, boxes_at(0), torch.tensor([0.9]), iteration=5)
+    buffer.record_visit(1, boxes_at(0), torch.tensor([0.9]), iteration=0)
+    buffer.record_visit(2, boxes_at(0), torch.tensor([0.9]), iteration=5)
     buffer.expire(10)
     assert buffer.num_entries == 2
     buffer.expire(11)
     assert stored(buffer, 1) == ([], []) and buffer.num_entries == 1
-    buffer.add(2, boxes_at(0), torch.tensor([0.8]), iteration=12)  # confirmed again
+    buffer.record_visit(2, boxes_at(0), torch.tensor([0.8]), iteration=12)  # visited again
     buffer.expire(22)
     assert buffer.num_entries == 1
 
@@ -107,7 +112,9 @@ def test_table_round_trip_is_exact():
     buffer = new_buffer(capacity=5)
     keys = [image_key("x.jpg"), -3, 2**40 + 1]
     for i, key in enumerate(keys):
-        buffer.add(key, boxes_at(0.1 * i), torch.tensor([0.51 + i / 7]), iteration=2**40 + i)
+        buffer.record_visit(
+            key, boxes_at(0.1 * i), torch.tensor([0.51 + i / 7]), iteration=2**40 + i
+        )
     table = entries_to_table(buffer.entries, buffer.capacity)
     assert table.shape == (5, len(TABLE_COLUMNS)) and table.dtype == torch.float64
     for a, b in zip(buffer.entries, table_to_entries(table)):
@@ -132,14 +139,16 @@ def assert_same_entries(a, b):
 def test_checkpoint_table_has_a_fixed_shape():
     holder = BufferHolder()
     empty = holder.state_dict()["heads.buffer._extra_state"]
-    holder.heads.buffer.add(1, boxes_at(0, 20), torch.tensor([0.9, 0.8]), iteration=0)
+    holder.heads.buffer.record_visit(1, boxes_at(0, 20), torch.tensor([0.9, 0.8]), iteration=0)
     assert holder.state_dict()["heads.buffer._extra_state"].shape == empty.shape == (8, 9)
 
 
 def test_detectron2_checkpointer_round_trip(tmp_path):
     holder = BufferHolder()
-    holder.heads.buffer.add(image_key("a.jpg"), boxes_at(0, 20), torch.tensor([0.9, 0.8]), 3)
-    holder.heads.buffer.add(42, boxes_at(5), torch.tensor([0.7]), 4)
+    holder.heads.buffer.record_visit(
+        image_key("a.jpg"), boxes_at(0, 20), torch.tensor([0.9, 0.8]), 3
+    )
+    holder.heads.buffer.record_visit(42, boxes_at(5), torch.tensor([0.7]), 4)
     DetectionCheckpointer(holder, str(tmp_path)).save("model")
     fresh = BufferHolder()
     DetectionCheckpointer(fresh).load(str(tmp_path / "model.pth"))
@@ -148,8 +157,8 @@ def test_detectron2_checkpointer_round_trip(tmp_path):
 
 def test_gathered_tables_of_another_world_size_restore_the_union(tmp_path):
     rank0, rank1 = new_buffer(capacity=3), new_buffer(capacity=3)
-    rank0.add(1, boxes_at(0, 20), torch.tensor([0.9, 0.6]), 0)
-    rank1.add(2, boxes_at(0, 20), torch.tensor([0.8, 0.7]), 0)
+    rank0.record_visit(1, boxes_at(0, 20), torch.tensor([0.9, 0.6]), 0)
+    rank1.record_visit(2, boxes_at(0, 20), torch.tensor([0.8, 0.7]), 0)
     holder = BufferHolder(capacity=3)
     holder.heads.buffer.entries = rank0.entries
     holder.heads.buffer.set_peer_tables(torch.stack([rank0.table(), rank1.table()]))
@@ -177,7 +186,9 @@ def distributed_worker(out_dir, checkpoint_period):
     rank = comm.get_rank()
     model = BufferHolder()
     buffer = model.heads.buffer
-    buffer.add(100 + rank, boxes_at(rank, 20 + rank), torch.tensor([0.9, 0.6 + rank / 10]), rank)
+    buffer.record_visit(
+        100 + rank, boxes_at(rank, 20 + rank), torch.tensor([0.9, 0.6 + rank / 10]), rank
+    )
     hook = HardNegativeBufferSync(checkpoint_period)
     hook.trainer = fake_trainer(model, iteration=checkpoint_period - 1)
     hook.after_step()

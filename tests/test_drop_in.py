@@ -15,6 +15,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer
 from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
+from detectron2.structures import Boxes
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 from test_heads import batch, tiny_cfg
@@ -274,10 +275,28 @@ def test_buffer_in_a_model_that_does_not_pass_the_batch_refuses_at_the_first_ste
         model(batch())
 
 
-def test_buffer_refuses_sigmoid_cross_entropy():
-    cfg = tiny_cfg(**{"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": True})
-    with pytest.raises(HNMConfigError, match="BUFFER.ENABLED.*USE_SIGMOID_CE"):
-        build_model(cfg)
+def test_buffer_with_sigmoid_cross_entropy_scores_boxes_as_inference_does():
+    cfg = tiny_cfg(
+        **{
+            "MODEL.HNM.BUFFER.ENABLED": True,
+            "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0,
+            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": True,
+        }
+    )
+    model = build_model(cfg)
+    model.train()
+    inputs = batch()
+    with EventStorage():
+        model(inputs)
+    # A lone stored box, re-scored: its score is the sigmoid of its class logit, as the
+    # predictor's predict_probs (which inference thresholds) computes it.
+    heads = model.roi_heads
+    boxes, scores = heads.hard_negative_buffer.boxes_of(image_key(inputs[1]["file_name"]))
+    features = model.backbone(model.preprocess_image(inputs).tensor)
+    per_image = [Boxes(torch.zeros(0, 4)), Boxes(boxes[:1])]  # the box is on the second image
+    pooled = heads.box_pooler([features[f] for f in heads.box_in_features], per_image)
+    logits, _ = heads.box_predictor(heads.box_head(pooled))
+    assert scores[0].item() == pytest.approx(torch.sigmoid(logits[0, 0]).item(), abs=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,7 @@ def tiny_cfg(hnm=True, **options):
     m.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
     m.ROI_BOX_HEAD.NAME, m.ROI_BOX_HEAD.NUM_FC, m.ROI_BOX_HEAD.FC_DIM = "FastRCNNConvFCHead", 2, 64
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (HEIGHT,), WIDTH
+    m.HNM.BUFFER.WARMUP_ITERS = 0  # these tests run a few iterations: record from the first
     for key, value in options.items():
         cfg.merge_from_list([key, value])
     return cfg
@@ -231,7 +232,9 @@ def buffer_heads(**options):
 def test_buffered_box_comes_back_mirrored_on_a_flipped_visit():
     heads = buffer_heads()
     key = image_key("a.jpg")
-    heads.hard_negative_buffer.add(key, torch.tensor([[5.0, 50.0, 20.0, 60.0]]), torch.ones(1), 0)
+    heads.hard_negative_buffer.record_visit(
+        key, torch.tensor([[5.0, 50.0, 20.0, 60.0]]), torch.ones(1), 0
+    )
     flip = T.TransformList([T.HFlipTransform(WIDTH)])
     with EventStorage(), heads.visiting([{"file_name": "a.jpg", "transforms": flip}]):
         (sampled,) = heads.label_and_sample_proposals(
@@ -251,7 +254,9 @@ def test_buffered_boxes_get_their_share_of_the_background_quota(num_proposals, b
     # 20 disjoint boxes with half-pixel corners, which no integer proposal has.
     x0 = torch.arange(20.0)[:, None] * 3 + 0.5
     buffered = torch.cat([x0, torch.full_like(x0, 50.5), x0 + 2, torch.full_like(x0, 60.5)], 1)
-    heads.hard_negative_buffer.add(image_key("a.jpg"), buffered, torch.linspace(1.0, 0.6, 20), 0)
+    heads.hard_negative_buffer.record_visit(
+        image_key("a.jpg"), buffered, torch.linspace(1.0, 0.6, 20), 0
+    )
     proposals = rpn_like_proposals(grid_proposals(num_proposals))
     visit = [{"file_name": "a.jpg", "transforms": T.TransformList([])}]
     with EventStorage() as storage, heads.visiting(visit):
@@ -313,6 +318,51 @@ def test_buffer_is_filled_then_injected_on_the_next_visit():
         storage.step()
         model(batch())
         assert storage.history("hnm/buffer_injected").latest() > 0
+
+
+def test_an_untrained_model_records_nothing_during_the_warm_up():
+    model = seeded_model(
+        tiny_cfg(
+            **{
+                "MODEL.HNM.BUFFER.ENABLED": True,
+                "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0,  # every background box is hard
+                "MODEL.HNM.BUFFER.WARMUP_ITERS": 3,
+            }
+        )
+    )
+    sizes = []
+    with EventStorage() as storage:
+        for _ in range(4):
+            model(batch())
+            sizes.append(model.roi_heads.hard_negative_buffer.num_entries)
+            storage.step()
+    assert sizes[:3] == [0, 0, 0] and sizes[3] > 0
+
+
+@pytest.mark.parametrize("threshold, stays", [(0.0, True), (0.5, False)])
+def test_a_revisit_replaces_the_entries_by_their_new_scores(threshold, stays):
+    options = {
+        "MODEL.HNM.BUFFER.ENABLED": True,
+        "MODEL.HNM.BUFFER.SCORE_THRESH": threshold,
+        "MODEL.HNM.BUFFER.PER_IMAGE": 1000,  # keep every hard box
+        "MODEL.HNM.BUFFER.DEDUP_IOU": 1.0,  # and merge none
+    }
+    model = seeded_model(tiny_cfg(**options))
+    buffer = model.roi_heads.hard_negative_buffer
+    # Recorded hard (0.995) by an earlier model; the untrained one scores every box below 0.3.
+    box = torch.tensor([[60.0, 2.0, 90.0, 14.0]])  # background in both images
+    for name in [FILE_NAMES[1], "not_visited.jpg"]:
+        buffer.record_visit(image_key(name), box, torch.tensor([0.995]), iteration=0)
+    with EventStorage():
+        model(batch())
+    visited_boxes, visited_scores = buffer.boxes_of(image_key(FILE_NAMES[1]))
+    at_box = (visited_boxes == box).all(dim=1)
+    if stays:  # still hard at threshold 0: kept, with the score of this iteration's model
+        # (twice without merging: trained on as an injected proposal, and re-scored)
+        assert at_box.any() and all(s < 0.3 for s in visited_scores[at_box].tolist())
+    else:  # easy now at 0.5: gone, and nothing else of the image is that hard either
+        assert len(visited_boxes) == 0
+    assert buffer.boxes_of(image_key("not_visited.jpg"))[1].tolist() == pytest.approx([0.995])
 
 
 def test_buffer_needs_the_hnm_meta_architecture():

@@ -28,14 +28,10 @@ from hnm_d2 import mine
 from hnm_d2.data import is_negative_image, register_negative_folder, register_subset
 from hnm_d2.engine.atomic import write_json_atomically
 from hnm_d2.engine.checkpoint import AtomicDetectionCheckpointer
-from hnm_d2.engine.mining import (
-    CandidatePool,
-    check_pool_outside_training_set,
-    check_settings,
-    mining_settings,
-    scaled_schedule,
-)
+from hnm_d2.engine.mining import scaled_schedule
+from hnm_d2.engine.mining_pool import CandidatePool, check_pool_outside_training_set
 from hnm_d2.engine.mining_report import MiningStateError, read_json
+from hnm_d2.engine.mining_state import check_settings, mining_settings
 from hnm_d2.engine.pool_scoring import (
     image_record,
     images_per_round,

@@ -56,17 +56,21 @@ def test_no_rois_gives_an_empty_selection():
 
 
 @pytest.mark.parametrize(
-    "num_pos, batch_size, ratio, expected",
+    "num_pos, batch_size, ratio, floor, expected",
     [
-        (2, 256, 0.0, 254),
-        (2, 256, 3.0, 6),
-        (0, 256, 3.0, 3),
-        (100, 256, 3.0, 156),
-        (300, 256, 0, 0),
+        (2, 256, 0.0, 0, 254),
+        (2, 256, 3.0, 0, 6),
+        (100, 256, 3.0, 0, 156),
+        (300, 256, 0, 0, 0),
+        # A negative image keeps the floor of hard negatives, not 3 * max(0, 1) = 3 anchors.
+        (0, 256, 3.0, 64, 64),
+        (2, 256, 3.0, 64, 64),
+        (30, 256, 3.0, 64, 90),  # the ratio wins above the floor
+        (250, 256, 3.0, 64, 6),  # never past the batch
     ],
 )
-def test_rpn_negative_quota(num_pos, batch_size, ratio, expected):
-    assert rpn_negative_quota(num_pos, batch_size, ratio) == expected
+def test_rpn_negative_quota(num_pos, batch_size, ratio, floor, expected):
+    assert rpn_negative_quota(num_pos, batch_size, ratio, floor) == expected
 
 
 def test_keep_hardest_negatives_ignores_the_others():
@@ -89,11 +93,11 @@ def rpn_losses(rpn, logits, labels):
 
 
 def test_rpn_ohem_trains_on_the_hardest_negatives_with_the_stock_normaliser(tiny_rpn):
-    rpn = tiny_rpn(ohem_enabled=True, ohem_neg_pos_ratio=2.0)
+    rpn = tiny_rpn(ohem_enabled=True, ohem_neg_pos_ratio=2.0, ohem_min_negatives=2)
     logits = torch.tensor(
         [
             [2.0, -1.0, 3.0, 0.5, -2.0, 1.0],  # 1 positive: keep 2 negatives (3.0, 1.0)
-            [0.0, -1.0, 3.0, 0.5, -2.0, 1.0],  # negative image: max(0, 1) * 2 = 2 (3.0, 1.0)
+            [0.0, -1.0, 3.0, 0.5, -2.0, 1.0],  # negative image: the floor, 2 (3.0, 1.0)
         ]
     )
     labels = torch.tensor([[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])

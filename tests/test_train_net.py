@@ -93,7 +93,7 @@ def test_buffer_comes_back_on_resume_but_not_with_model_weights(tmp_path, synthe
         return t.checkpointer.model.roi_heads.hard_negative_buffer
 
     first = trainer(tmp_path / "a")
-    buffer_of(first).add(7, torch.tensor([[1.0, 2.0, 30.0, 40.0]]), torch.tensor([0.9]), 0)
+    buffer_of(first).record_visit(7, torch.tensor([[1.0, 2.0, 30.0, 40.0]]), torch.tensor([0.9]), 0)
     first.iter = 3  # as if it had trained 4 iterations
     first.checkpointer.save("model_final")
     saved = buffer_of(first).table()

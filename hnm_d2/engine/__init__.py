@@ -7,7 +7,8 @@ from .launcher import (
     save_results,
     setup,
 )
-from .mining import MiningStateError, run_mining
+from .mining import run_mining
+from .mining_report import MiningStateError
 from .pool_scoring import images_per_round, rank_by_score, score_pool, select_hardest
 from .trainer import HNMTrainer
 

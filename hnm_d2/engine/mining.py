@@ -38,17 +38,17 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from ..config import validate_hnm_config
-from ..data import is_negative_image
-from ..data.identity import image_identity
-from .atomic import strict_json_value, write_json_atomically
+from .atomic import write_json_atomically
 from .checkpoint import AtomicDetectionCheckpointer
 from .launcher import log_summary
-from .mining_report import (
-    MiningStateError,
-    build_report,
-    plot_curves,
-    plot_mined_images,
-    read_json,
+from .mining_pool import open_checked_pool
+from .mining_report import build_report, plot_curves, plot_mined_images
+from .mining_state import (
+    MiningLayout,
+    main_process_value,
+    mining_settings,
+    read_on_main_process,
+    start_or_resume,
 )
 from .pool_scoring import images_per_round, score_pool, select_hardest
 from .trainer import HNMTrainer
@@ -56,185 +56,12 @@ from .trainer import HNMTrainer
 __all__ = [
     "run_mining",
     "MiningLoop",
-    "MiningLayout",
-    "CandidatePool",
-    "check_pool_outside_training_set",
     "register_mined_dataset",
     "mined_dataset_name",
     "scaled_schedule",
-    "mining_settings",
-    "check_settings",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class MiningLayout:
-    """The paths of the mining loop's files under ``OUTPUT_DIR/mining``."""
-
-    def __init__(self, output_dir):
-        self.root = os.path.join(output_dir, "mining")
-        self.settings = os.path.join(self.root, "settings.json")
-        self.report = os.path.join(self.root, "report.json")
-        self.curves = os.path.join(self.root, "curves.png")
-
-    def round_dir(self, k):
-        return os.path.join(self.root, f"round_{k}")
-
-    def final_weights(self, k):
-        return os.path.join(self.round_dir(k), "model_final.pth")
-
-    def summary(self, k):
-        return os.path.join(self.root, f"round_{k}.json")
-
-    def selection(self, k):
-        return os.path.join(self.root, f"round_{k}_selection.json")
-
-    def mined_plot(self, k):
-        return os.path.join(self.root, f"round_{k}_mined.png")
-
-
-def _pool_records(dataset_name):
-    if dataset_name not in DatasetCatalog.list():
-        raise ValueError(
-            f"Mining pool '{dataset_name}' (--negative-pool / HNM.MINING.POOL) is not a registered "
-            "dataset: register it with --register-negatives NAME DIR, --register-coco, "
-            "--register-voc, or --synthetic DIR (which registers synthetic_pool)."
-        )
-    records = DatasetCatalog.get(dataset_name)
-    for index, record in enumerate(records):
-        for field in ("file_name", "image_id"):
-            if field not in record:
-                raise ValueError(
-                    f"Mining pool '{dataset_name}', record {index}: field '{field}' is missing. "
-                    "Every pool image needs a file_name and an image_id."
-                )
-    _check_negatives_only(dataset_name, records)
-    return records
-
-
-def _check_negatives_only(dataset_name, records):
-    # An image's score is its most confident detection: a false alarm on a negative image, but
-    # mostly a correct detection on a positive one, which would be mined for being easy.
-    positives = [record for record in records if not is_negative_image(record)]
-    if positives:
-        raise ValueError(
-            f"Mining pool '{dataset_name}' (--negative-pool / HNM.MINING.POOL) has "
-            f"{len(positives)} images with annotations among its {len(records)}, e.g. "
-            f"{positives[0]['file_name']}: a pool holds negative images only, whose detections "
-            "are all false alarms. Register only its negatives (--register-subset "
-            f"{dataset_name}_negatives {dataset_name} negatives, then --negative-pool "
-            f"{dataset_name}_negatives), or remove the annotated images from it."
-        )
-
-
-class CandidatePool:
-    """The images of the pool datasets, keyed by file name, and which are still candidates.
-
-    An image listed by two pool datasets is one candidate (the first dataset's record).
-    """
-
-    def __init__(self, dataset_names):
-        self.names = tuple(dataset_names)
-        self._entries = {}  # file_name -> (dataset name, record), in pool order
-        listed = 0
-        for name in self.names:
-            for record in _pool_records(name):
-                listed += 1
-                self._entries.setdefault(record["file_name"], (name, record))
-        if listed > len(self._entries):
-            logger.warning(
-                "Mining pool (%s): %d records repeat an image file of an earlier record; each "
-                "image is a candidate once.",
-                ", ".join(self.names),
-                listed - len(self._entries),
-            )
-        self._taken = set()
-
-    @property
-    def total(self):
-        """Images in the pool, taken or not."""
-        return len(self._entries)
-
-    def __len__(self):
-        return len(self._entries) - len(self._taken)
-
-    def images(self):
-        """(dataset name, file_name) of every image in the pool, taken or not, in pool order."""
-        return [(name, file_name) for file_name, (name, _) in self._entries.items()]
-
-    def remaining(self):
-        """The dataset records of the images not taken yet, in pool order."""
-        return [r for f, (_, r) in self._entries.items() if f not in self._taken]
-
-    def dataset_of(self, file_name):
-        return self._entries[file_name][0]
-
-    def take(self, file_names, selection_file):
-        """Remove images from the candidates; returns their dataset records.
-
-        Raises:
-            MiningStateError: an image is not in the pool, or was taken before: the pool
-                changed since ``selection_file`` was written.
-        """
-        unknown = [f for f in file_names if f not in self._entries or f in self._taken]
-        if unknown:
-            raise MiningStateError(
-                f"{selection_file} chose {unknown[:3]} (and {max(len(unknown) - 3, 0)} more), "
-                f"which are not candidates of the pool ({', '.join(self.names)}) at this round: "
-                "the pool datasets changed since. Restore them, or start over with a new "
-                "OUTPUT_DIR."
-            )
-        self._taken.update(file_names)
-        return [self._entries[f][1] for f in file_names]
-
-
-def check_pool_outside_training_set(pool_images, training_images):
-    """Raise ValueError if an image file is both in the pool and in the training set.
-
-    Images are the same when their files are (compared as real paths); image ids are not
-    compared, since separate datasets may number their images alike.
-
-    Args:
-        pool_images (Iterable[tuple[str, str]]): (pool dataset name, file_name) of each image.
-        training_images (Iterable[tuple[str, str]]): (training dataset name, file_name) of each
-            image of DATASETS.TRAIN.
-
-    Raises:
-        ValueError: names the first shared file, its pool and training datasets, how many pool
-            images are shared and the fix.
-    """
-    training = {}
-    for dataset_name, file_name in training_images:
-        training.setdefault(image_identity(file_name), dataset_name)
-    shared = [(name, f) for name, f in pool_images if image_identity(f) in training]
-    if not shared:
-        return
-    pool_name, file_name = shared[0]
-    train_name = training[image_identity(file_name)]
-    positives = f"{train_name}_positives"
-    raise ValueError(
-        f"Image {file_name} is in the mining pool '{pool_name}' and in the training set "
-        f"'{train_name}' (DATASETS.TRAIN); pool images in the training set: {len(shared)}. "
-        "Mining adds pool images to the training set, so the two must not share images: take "
-        "them out of one, e.g. train on the positive images alone (--register-subset "
-        f"{positives} {train_name} positives, then DATASETS.TRAIN '(\"{positives}\",)'), or "
-        "pool other images."
-    )
-
-
-def _training_images(dataset_names):
-    """(dataset name, file_name) of every image of the training datasets, in order."""
-    images = []
-    for name in dataset_names:
-        for index, record in enumerate(DatasetCatalog.get(name)):
-            if "file_name" not in record:
-                raise ValueError(
-                    f"Training dataset '{name}', record {index}: field 'file_name' is missing. "
-                    "Every training image needs a file_name."
-                )
-            images.append((name, record["file_name"]))
-    return images
 
 
 MINED_DATASET_PREFIX = "hnm_mined_round_"
@@ -296,81 +123,6 @@ def _round_half_up(x):
     return math.floor(x + 0.5)
 
 
-# The config keys that shape what each round trains and chooses, as key prefixes (SEED: the
-# initial weights and the data order).
-_RECORDED_KEY_PREFIXES = ("MODEL.", "INPUT.", "SOLVER.", "DATALOADER.", "HNM.DATA.", "SEED")
-# Keys of those nodes that a resume may change: they do not change what a round learns. The base
-# MODEL.WEIGHTS is recorded: it initialises round 0 (and every round with FROM_SCRATCH); the
-# weights of a warm-started round are the previous round's, set by the loop, not read from it.
-_UNRECORDED_CONFIG_KEYS = frozenset(
-    {
-        "MODEL.DEVICE",  # a resume may run on other hardware
-        # The stop message of a pool without detections invites lowering it and resuming.
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-        "SOLVER.CHECKPOINT_PERIOD",  # how often progress is saved
-        "DATALOADER.NUM_WORKERS",  # how fast images are loaded
-    }
-)
-
-
-def _flat_config(node, prefix=""):
-    """The leaf keys of a config node by dotted name ("MODEL.HNM.ROI_OHEM.ENABLED")."""
-    flat = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            flat.update(_flat_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def mining_settings(cfg):
-    """The settings that decide what each round chooses and trains: a resume must keep them.
-
-    Returns:
-        dict: the mining settings ("pool", "train_datasets", "per_round",
-        "iterations_per_round", "from_scratch"), SEED, and every config key of the MODEL,
-        INPUT, SOLVER, DATALOADER and HNM.DATA nodes by dotted name, but the few a resume may change
-        (MODEL.DEVICE, ...). Values are as settings.json holds them (a tuple is a list, a
-        non-finite float null), so a value read back equals the same value of a config.
-    """
-    settings = {
-        "pool": list(cfg.HNM.MINING.POOL),
-        "train_datasets": list(cfg.DATASETS.TRAIN),
-        "per_round": cfg.HNM.MINING.PER_ROUND,
-        "iterations_per_round": cfg.HNM.MINING.ITERS_PER_ROUND or cfg.SOLVER.MAX_ITER,
-        "from_scratch": cfg.HNM.MINING.FROM_SCRATCH,
-    }
-    for key, value in _flat_config(cfg).items():
-        if key.startswith(_RECORDED_KEY_PREFIXES) and key not in _UNRECORDED_CONFIG_KEYS:
-            settings[key] = value
-    return strict_json_value(settings)
-
-
-def check_settings(recorded, settings, settings_file):
-    """Raise MiningStateError naming the first setting that differs from the recorded run.
-
-    A setting that ``recorded`` lacks is not checked: settings files of older versions record
-    fewer settings, and resuming from them keeps working.
-    """
-    for key, value in settings.items():
-        if key in recorded and recorded[key] != value:
-            raise MiningStateError(
-                f"{settings_file} records {key} = {recorded[key]!r}, but this run has {value!r}: "
-                "the rounds already in that folder were mined with the recorded value. Run again "
-                "with it to resume, or give a new OUTPUT_DIR to start over."
-            )
-
-
-def _main_process_value(value):
-    """The main process's ``value`` on every process (the others pass None)."""
-    return comm.all_gather(value)[0]
-
-
-def _read_on_main_process(path):
-    return _main_process_value(read_json(path) if comm.is_main_process() else None)
-
-
 def _per_test_set(cfg, results):
     # HNMTrainer.train returns a lone test set's results unwrapped, and None without DATASETS.TEST.
     if not results:
@@ -394,25 +146,18 @@ class MiningLoop:
 
     def __init__(self, cfg):
         validate_hnm_config(cfg, prefix="HNM.MINING")
-        if cfg.HNM.MINING.ROUNDS > 0 and not cfg.HNM.MINING.POOL:
-            raise ValueError(
-                f"HNM.MINING.ROUNDS = {cfg.HNM.MINING.ROUNDS} needs a pool of negative images: "
-                "give --negative-pool NAME (or HNM.MINING.POOL), a registered dataset."
-            )
         self._cfg = cfg
         self._layout = MiningLayout(cfg.OUTPUT_DIR)
-        self._pool = CandidatePool(cfg.HNM.MINING.POOL)
-        self._train_names = list(cfg.DATASETS.TRAIN)
-        training_images = _training_images(self._train_names)
         # Before round 0 trains: a pool that cannot be mined fails now, not a round later.
-        check_pool_outside_training_set(self._pool.images(), training_images)
+        self._pool, training_images = open_checked_pool(cfg)
+        self._train_names = list(cfg.DATASETS.TRAIN)
         self._train_size = len(training_images)
         self._thing_classes = MetadataCatalog.get(self._train_names[0]).get("thing_classes")
         self._summaries = []
 
     def run(self):
         """Run (or resume) every round; returns the report (see ``build_report``)."""
-        self._start_or_resume()
+        start_or_resume(self._layout, mining_settings(self._cfg), logger)
         stop_reason = None
         for k in range(self._rounds + 1):
             selection = None
@@ -434,24 +179,15 @@ class MiningLoop:
     def _rounds(self):
         return self._cfg.HNM.MINING.ROUNDS
 
-    def _start_or_resume(self):
-        settings = mining_settings(self._cfg)
-        recorded = _read_on_main_process(self._layout.settings)
-        if recorded is not None:
-            check_settings(recorded, settings, self._layout.settings)
-            logger.info("Resuming the mining rounds in %s.", self._layout.root)
-        elif comm.is_main_process():
-            write_json_atomically(self._layout.settings, settings)
-
     # ------------------------------------------------------------------ choosing images
 
     def _selection(self, k):
         """Round k's chosen images: the persisted selection, or a new one (scored now)."""
-        selection = _read_on_main_process(self._layout.selection(k))
+        selection = read_on_main_process(self._layout.selection(k))
         if selection is not None:
             logger.info("Round %d: reusing the selection in %s.", k, self._layout.selection(k))
             return selection
-        return _main_process_value(self._score_and_select(k))
+        return main_process_value(self._score_and_select(k))
 
     def _score_and_select(self, k):
         """Score the remaining pool with round k-1's model; the selection on the main process.
@@ -532,7 +268,7 @@ class MiningLoop:
     # ------------------------------------------------------------------ training rounds
 
     def _finished_round(self, k):
-        summary = _read_on_main_process(self._layout.summary(k))
+        summary = read_on_main_process(self._layout.summary(k))
         if summary is not None:
             logger.info("Round %d is done: read back from %s.", k, self._layout.summary(k))
         return summary
@@ -575,7 +311,7 @@ class MiningLoop:
         if comm.is_main_process():
             summary = self._summary(k, cfg, selection, _per_test_set(cfg, results))
             self._write_round_files(k, selection, summary)
-        return _main_process_value(summary)
+        return main_process_value(summary)
 
     def _summary(self, k, cfg, selection, eval_results):
         added = [] if selection is None else selection["images"]

@@ -204,6 +204,35 @@ def plot_curves(report, path):
     _save_figure(figure, path)
 
 
+def plot_online_curves(report, path):
+    """Online mining: images added and pool size, and the mined images' scores, per step.
+
+    Args:
+        report (dict): the online report (:func:`hnm_d2.engine.online_mining.run_online_mining`).
+        path (str): the PNG file to write.
+    """
+    steps = report["steps"]
+    iterations = [s["iteration"] for s in steps]
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    count_axes, score_axes = figure.subplots(1, 2)
+    count_axes.plot(iterations, [s["images_added"] for s in steps], "o-", label="images added")
+    count_axes.plot(iterations, [s["pool_size_after"] for s in steps], "o-", label="left in pool")
+    count_axes.set(title="Online mining steps", xlabel="iteration", ylabel="images")
+    for label, pick in (("highest", max), ("lowest", min)):
+        values = [pick(s["scores"]) if s["scores"] else float("nan") for s in steps]
+        score_axes.plot(iterations, values, "o-", label=f"{label} score of the mined images")
+    score_axes.set(
+        title="How hard the mined images are (their top detection score)",
+        xlabel="iteration",
+        ylabel="score",
+    )
+    for axes in (count_axes, score_axes):
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend(fontsize=8)
+    _save_figure(figure, path)
+
+
 def _drawn_detections(image, detections, metadata):
     """The image (H, W, 3 RGB) with its detections drawn by detectron2's Visualizer."""
     instances = Instances(

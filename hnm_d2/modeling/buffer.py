@@ -1,8 +1,11 @@
 """The hard-negative buffer: background boxes the model scored high, kept per image file.
 
 Entries live in ORIGINAL image coordinates, so a later visit of the same image with another
-flip or scale still lines up once its transforms map them forward. The bookkeeping (dedup by
-IoU, per-image and total caps, expiry) is done by pure functions on :class:`BufferEntries`;
+flip or scale still lines up once its transforms map them forward. Each visit of an image
+replaces its entries with the hard boxes the model of that iteration found there (its earlier
+entries re-scored among them), so a box that became easy leaves. The bookkeeping (dedup by
+IoU, per-image and total caps, expiry of images not visited) is done by pure functions on
+:class:`BufferEntries`;
 :class:`HardNegativeBuffer` is the nn.Module that holds the entries of this process and puts
 them in the checkpoint.
 
@@ -27,7 +30,6 @@ import os
 from typing import NamedTuple, Optional
 
 import torch
-from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils import comm
 from torch import nn
 from torchvision.ops import nms
@@ -39,7 +41,7 @@ __all__ = [
     "HardNegativeBuffer",
     "TABLE_COLUMNS",
     "image_key",
-    "merge_image_entries",
+    "image_entries",
     "drop_expired",
     "evict_lowest",
     "entries_to_table",
@@ -98,29 +100,7 @@ class BufferEntries(NamedTuple):
         return BufferEntries(*(torch.cat(columns) for columns in zip(*parts)))
 
 
-def _dedup_by_score(entries: BufferEntries, iou_thresh: float) -> BufferEntries:
-    """Merge near-duplicates: a box with IoU > ``iou_thresh`` with a higher-scored box is
-    folded into it, and the survivor keeps the most recent ``last_seen`` of its group (seeing
-    a near-copy hard again confirms the region).
-
-    Returns:
-        BufferEntries: the survivors, in decreasing score order.
-    """
-    if entries.keys.numel() == 0:
-        return entries
-    survivors = nms(entries.boxes, entries.scores, iou_thresh)
-    overlaps = pairwise_iou(Boxes(entries.boxes[survivors]), Boxes(entries.boxes)) > iou_thresh
-    overlaps[torch.arange(survivors.numel()), survivors] = True
-    # NMS suppresses a box by the first (highest-scored) survivor overlapping it.
-    group = overlaps.to(torch.uint8).argmax(dim=0)
-    last_seen = entries.last_seen[survivors].scatter_reduce(
-        0, group, entries.last_seen, reduce="amax"
-    )
-    return entries.select(survivors)._replace(last_seen=last_seen)
-
-
-def merge_image_entries(
-    old: BufferEntries,
+def image_entries(
     key: int,
     boxes: torch.Tensor,
     scores: torch.Tensor,
@@ -128,28 +108,26 @@ def merge_image_entries(
     per_image: int,
     dedup_iou: float,
 ) -> BufferEntries:
-    """Merge new hard negatives of one image into that image's entries.
+    """The entries of one image after a visit: its hard boxes, near-duplicates merged.
 
     Args:
-        old (BufferEntries): the image's current entries.
         key (int): the image key.
-        boxes (Tensor): float32, shape (M, 4), new hard boxes in original coordinates.
-        scores (Tensor): float32, shape (M,), their foreground scores.
-        iteration (int): the current iteration (the new boxes' ``last_seen``).
+        boxes (Tensor): float32, shape (M, 4), the visit's hard boxes in original coordinates.
+        scores (Tensor): float32, shape (M,), their scores.
+        iteration (int): the current iteration (the entries' ``last_seen``).
         per_image (int): most entries kept for the image (lowest scores dropped).
-        dedup_iou (float): IoU above which a box merges into a higher-scored one.
+        dedup_iou (float): IoU above which a box merges into a higher-scored one (NMS).
 
     Returns:
         BufferEntries: at most ``per_image`` entries, in decreasing score order.
     """
-    new = BufferEntries(
-        torch.full((boxes.shape[0],), key, dtype=torch.int64),
-        boxes.float(),
-        scores.float(),
-        torch.full((boxes.shape[0],), iteration, dtype=torch.int64),
+    survivors = nms(boxes.float(), scores.float(), dedup_iou)[:per_image]
+    return BufferEntries(
+        torch.full((len(survivors),), key, dtype=torch.int64),
+        boxes[survivors].float(),
+        scores[survivors].float(),
+        torch.full((len(survivors),), iteration, dtype=torch.int64),
     )
-    merged = _dedup_by_score(BufferEntries.cat([old, new]), dedup_iou)
-    return merged.select(slice(0, per_image))
 
 
 def drop_expired(entries: BufferEntries, iteration: int, max_age: int) -> BufferEntries:
@@ -209,6 +187,7 @@ class HardNegativeBuffer(nn.Module):
         max_age: int,
         dedup_iou: float,
         score_thresh: float,
+        warmup_iters: int = 0,
     ):
         """
         Args:
@@ -216,7 +195,10 @@ class HardNegativeBuffer(nn.Module):
             per_image (int): entries kept per image (MODEL.HNM.BUFFER.PER_IMAGE).
             max_age (int): iterations an entry survives without being confirmed hard again.
             dedup_iou (float): IoU above which a box merges into a better-scored one.
-            score_thresh (float): lowest foreground score of a box worth storing.
+            score_thresh (float): lowest score of a box worth storing (its highest
+                object-class probability, the scale of MODEL.ROI_HEADS.SCORE_THRESH_TEST).
+            warmup_iters (int): iterations before the first box is recorded: an untrained
+                model scores every box alike (MODEL.HNM.BUFFER.WARMUP_ITERS).
         """
         super().__init__()
         self.capacity = capacity
@@ -224,6 +206,7 @@ class HardNegativeBuffer(nn.Module):
         self.max_age = max_age
         self.dedup_iou = dedup_iou
         self.score_thresh = score_thresh
+        self.warmup_iters = warmup_iters
         self.entries = BufferEntries.empty()
         self.peer_tables: Optional[torch.Tensor] = None
 
@@ -246,29 +229,26 @@ class HardNegativeBuffer(nn.Module):
         order = torch.argsort(mine.scores, descending=True)
         return mine.boxes[order], mine.scores[order]
 
-    def add(self, key: int, boxes: torch.Tensor, scores: torch.Tensor, iteration: int):
-        """Store the boxes of one image whose score reaches the threshold.
+    def record_visit(self, key: int, boxes: torch.Tensor, scores: torch.Tensor, iteration: int):
+        """Replace the entries of one image by the hard boxes of its visit.
+
+        The visit's boxes are scored by the model of this iteration, the image's earlier
+        entries among them: a box that became easy leaves, a box still hard stays with its new
+        score (and ``last_seen``).
 
         Args:
             key (int): image key (:func:`image_key`).
             boxes (Tensor): shape (M, 4), background boxes in original image coordinates.
-            scores (Tensor): shape (M,), their foreground scores.
+            scores (Tensor): shape (M,), their scores (the highest object-class probability).
             iteration (int): the current training iteration.
         """
         boxes, scores = boxes.detach().cpu(), scores.detach().cpu()
         hard = scores >= self.score_thresh
-        is_mine = self.entries.keys == key
-        merged = merge_image_entries(
-            self.entries.select(is_mine),
-            key,
-            boxes[hard],
-            scores[hard],
-            iteration,
-            self.per_image,
-            self.dedup_iou,
+        mine = image_entries(
+            key, boxes[hard], scores[hard], iteration, self.per_image, self.dedup_iou
         )
-        others = self.entries.select(~is_mine)
-        self.entries = evict_lowest(BufferEntries.cat([others, merged]), self.capacity)
+        others = self.entries.select(self.entries.keys != key)
+        self.entries = evict_lowest(BufferEntries.cat([others, mine]), self.capacity)
 
     def clear(self):
         """Forget every entry (and any gathered peer tables)."""

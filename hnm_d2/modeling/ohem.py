@@ -68,21 +68,25 @@ def select_hard_rois(
     return keep[torch.argsort(losses[keep], descending=True)]
 
 
-def rpn_negative_quota(num_positives: int, batch_size: int, neg_pos_ratio: float) -> int:
+def rpn_negative_quota(
+    num_positives: int, batch_size: int, neg_pos_ratio: float, min_negatives: int = 0
+) -> int:
     """How many negative anchors an image keeps under RPN OHEM.
 
     Args:
         num_positives (int): positive anchors sampled in the image.
         batch_size (int): MODEL.RPN.BATCH_SIZE_PER_IMAGE.
-        neg_pos_ratio (float): 0 = no cap; else at most ratio * max(num_positives, 1)
-            negatives, so an image without positives (a negative image) still gets some.
+        neg_pos_ratio (float): 0 = no cap; else at most ratio * num_positives negatives...
+        min_negatives (int): ... but never fewer than this (MODEL.HNM.RPN_OHEM.MIN_NEGATIVES):
+            an image with few or no positives (a negative image) must still train the RPN on
+            its hardest background.
 
     Returns:
-        int: the number of negatives to keep (>= 0).
+        int: the number of negatives to keep, in [0, batch_size - num_positives].
     """
     quota = batch_size - num_positives
     if neg_pos_ratio > 0:
-        quota = min(quota, int(neg_pos_ratio * max(num_positives, 1)))
+        quota = min(quota, max(int(neg_pos_ratio * num_positives), min_negatives))
     return max(quota, 0)
 
 

@@ -25,7 +25,6 @@ from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
-from torch.nn import functional as F
 
 from ..config import HNMConfigError, validate_hnm_config
 from .buffer import HardNegativeBuffer, image_key
@@ -47,11 +46,14 @@ class ImageVisit(NamedTuple):
             (separate COCO files all number their images from 1, so an id alone can clash).
         keys (list[int]): buffer key of each image (:func:`image_key` of its file name).
         transforms (list[TransformList]): the augmentation applied to each image.
+        buffered (list[Instances] or None): per image, its buffered boxes that are background
+            at this visit (this visit's coordinates), set when the proposals are labelled.
     """
 
     file_names: List[str]
     keys: List[int]
     transforms: list
+    buffered: Optional[List[Instances]] = None
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -104,8 +106,6 @@ class HNMROIHeads(StandardROIHeads):
         self._visit: Optional[ImageVisit] = None
         if ohem_enabled:
             self._check_ohem_supported()
-        if hard_negative_buffer is not None:
-            self._check_buffer_supported()
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -140,6 +140,7 @@ class HNMROIHeads(StandardROIHeads):
                 max_age=buffer.MAX_AGE,
                 dedup_iou=buffer.DEDUP_IOU,
                 score_thresh=buffer.SCORE_THRESH,
+                warmup_iters=buffer.WARMUP_ITERS,
             ),
             "buffer_bg_share": buffer.BG_SHARE,
         }
@@ -195,15 +196,6 @@ class HNMROIHeads(StandardROIHeads):
                     "MODEL.HNM.ROI_OHEM.ENABLED off."
                 )
 
-    def _check_buffer_supported(self):
-        """Refuse, at build time, what the hard-negative buffer cannot score."""
-        if self.box_predictor.use_sigmoid_ce:
-            raise HNMConfigError(
-                "MODEL.HNM.BUFFER.ENABLED (hard_negative_buffer) is not supported with "
-                "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE (use_sigmoid_ce): the buffer scores a box "
-                "as 1 - P(background) of the softmax classifier. Turn one of the two off."
-            )
-
     @contextlib.contextmanager
     def visiting(self, batched_inputs: List[Dict]):
         """Tell the heads which images the training batch inside this context holds.
@@ -254,15 +246,17 @@ class HNMROIHeads(StandardROIHeads):
             self._buffered_proposals(key, tfm, p)
             for key, tfm, p in zip(visit.keys, visit.transforms, proposals)
         ]
+        # Re-scored after the box head has run, whether trained on or not (see
+        # _remember_hard_negatives); a box that now overlaps an object leaves the buffer.
+        background = [self._label_background(b, t) for b, t in zip(buffered, targets)]
+        self._visit = visit._replace(buffered=background)
         if self.ohem_enabled:
             proposals = [Instances.cat([p, b]) for p, b in zip(proposals, buffered)]
             sampled = super().label_and_sample_proposals(proposals, targets)
             num_injected = [len(b) for b in buffered]
         else:
             sampled = super().label_and_sample_proposals(proposals, targets)
-            sampled, num_injected = zip(
-                *[self._inject(s, b, t) for s, b, t in zip(sampled, buffered, targets)]
-            )
+            sampled, num_injected = zip(*[self._inject(s, b) for s, b in zip(sampled, background)])
         get_event_storage().put_scalar("hnm/buffer_injected", float(np.mean(num_injected)))
         return list(sampled)
 
@@ -284,8 +278,8 @@ class HNMROIHeads(StandardROIHeads):
             objectness_logits=torch.logit(scores, eps=1e-6).to(device)[keep],
         )
 
-    def _inject(self, sampled: Instances, buffered: Instances, targets: Instances):
-        """Give one image's buffered boxes their BG_SHARE of the background quota.
+    def _inject(self, sampled: Instances, buffered: Instances):
+        """Give one image's buffered background boxes their BG_SHARE of the background quota.
 
         min(#buffered, floor(BG_SHARE * (B - #fg))) buffered boxes, best first, take the
         free slots of a short batch, then replace the last sampled background proposals
@@ -296,7 +290,6 @@ class HNMROIHeads(StandardROIHeads):
         """
         if len(buffered) == 0:
             return sampled, 0
-        buffered = self._label_background(buffered, targets)
         num_fg = int((sampled.gt_classes != self.num_classes).sum())
         quota = int(self.buffer_bg_share * (self.batch_size_per_image - num_fg))
         num_injected = min(len(buffered), quota)
@@ -328,20 +321,19 @@ class HNMROIHeads(StandardROIHeads):
 
         With OHEM, :meth:`_forward_box_ohem` trains on the hardest RoIs. With the buffer, the
         background proposals that were trained on (all sampled ones, or the kept ones under
-        OHEM) are scored as objects or not and the hard ones stored.
+        OHEM) and the image's buffered boxes are scored and the hard ones stored.
         """
         if not self.training or not (self.ohem_enabled or self.hard_negative_buffer is not None):
             return super()._forward_box(features, proposals)
         if self.ohem_enabled:
-            losses, proposals, scores = self._forward_box_ohem(features, proposals)
-            boxes = [p.proposal_boxes for p in proposals]
+            losses, proposals, predictions = self._forward_box_ohem(features, proposals)
         else:
-            # Taken before the stock branch may replace them (TRAIN_ON_PRED_BOXES).
-            boxes = [p.proposal_boxes for p in proposals]
+            # A copy to the stock branch, which may replace its boxes (TRAIN_ON_PRED_BOXES).
             with _recording_outputs(self.box_predictor) as outputs:
-                losses = super()._forward_box(features, proposals)
-            scores = outputs[0][0]
-        self._remember_hard_negatives(boxes, [p.gt_classes for p in proposals], scores)
+                losses = super()._forward_box(features, [p[:] for p in proposals])
+            predictions = outputs[0]
+        if self.hard_negative_buffer is not None:
+            self._remember_hard_negatives(features, proposals, predictions)
         return losses
 
     def _forward_box_ohem(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
@@ -360,7 +352,7 @@ class HNMROIHeads(StandardROIHeads):
             dict: loss_cls, loss_box_reg from the predictor's stock ``losses()`` on the kept
                 RoIs (each divided by the number of kept RoIs).
             list[Instances]: the kept proposals of each image.
-            Tensor: class scores of the kept RoIs, shape (K_total, num_classes + 1).
+            tuple[Tensor, Tensor]: the predictor's outputs on the kept RoIs.
         """
         box_features = [features[f] for f in self.box_in_features]
         with torch.no_grad():
@@ -371,7 +363,7 @@ class HNMROIHeads(StandardROIHeads):
         kept = [p[k] for p, k in zip(proposals, keep)]
         pooled = self.box_pooler(box_features, [p.proposal_boxes for p in kept])
         predictions = self.box_predictor(self.box_head(pooled))
-        return self.box_predictor.losses(predictions, kept), kept, predictions[0]
+        return self.box_predictor.losses(predictions, kept), kept, predictions
 
     def _select_hard_rois(self, proposals: List[Instances], per_roi_losses: torch.Tensor):
         """Per image, the indices of the RoIs OHEM keeps (and the hnm/ohem_* telemetry).
@@ -416,27 +408,51 @@ class HNMROIHeads(StandardROIHeads):
         if not is_kept.all():
             storage.put_scalar("hnm/ohem_dropped_loss_mean", per_roi_losses[~is_kept].mean().item())
 
-    def _remember_hard_negatives(self, boxes: List[Boxes], gt_classes: List[torch.Tensor], scores):
-        """Store the background proposals the box head scored as objects, per image.
+    def _object_scores(self, predictions, proposals: List[Instances]) -> torch.Tensor:
+        """Each RoI's highest object-class probability: the score inference thresholds with
+        SCORE_THRESH_TEST (softmax or sigmoid, as the predictor computes it). Shape (R,)."""
+        probs = self.box_predictor.predict_probs(predictions, proposals)
+        return cat([p[:, :-1] for p in probs]).max(dim=1).values.detach()
+
+    @torch.no_grad()
+    def _rescore_buffered(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
+        """The object scores of this visit's buffered background boxes, per image, by the
+        model of this iteration (an extra pass over at most PER_IMAGE boxes per image)."""
+        buffered = self._current_visit().buffered
+        boxes = [b.proposal_boxes for b in buffered]
+        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
+        predictions = self.box_predictor(self.box_head(pooled))
+        return self._object_scores(predictions, buffered).split([len(b) for b in buffered])
+
+    def _remember_hard_negatives(self, features, proposals: List[Instances], predictions):
+        """Replace each image's buffered boxes by the hard negatives of this visit.
+
+        A visit's candidates are the background proposals the box head scored this iteration
+        and the image's buffered boxes, re-scored: the hard ones (score >= SCORE_THRESH) become
+        the image's entries, so a buffered box the model now gets right leaves. Nothing is
+        recorded during the first WARMUP_ITERS iterations, while the untrained model scores
+        every box alike.
 
         Args:
-            boxes (list[Boxes]): the scored proposals of each image (this visit's coordinates).
-            gt_classes (list[Tensor]): their labels.
-            scores (Tensor): class logits of all of them, shape (R_total, K + 1).
+            features (dict[str, Tensor]): the feature maps of the batch.
+            proposals (list[Instances]): the scored proposals of each image (proposal_boxes,
+                gt_classes), this visit's coordinates.
+            predictions (tuple[Tensor, Tensor]): the box predictor's outputs on them.
         """
-        if self.hard_negative_buffer is None:
+        buffer, iteration = self.hard_negative_buffer, get_event_storage().iter
+        if iteration < buffer.warmup_iters:
             return
         visit = self._current_visit()
-        iteration = get_event_storage().iter
-        fg_scores = 1.0 - F.softmax(scores.detach(), dim=1)[:, -1]
-        per_image = fg_scores.split([len(b) for b in boxes])
-        for file_name, key, tfm, b, labels, s in zip(*visit, boxes, gt_classes, per_image):
-            is_bg = labels == self.num_classes
-            original = _to_original(b.tensor[is_bg].detach().cpu(), tfm, file_name)
-            self.hard_negative_buffer.add(key, original, s[is_bg], iteration)
+        scores = self._object_scores(predictions, proposals).split([len(p) for p in proposals])
+        rescored = self._rescore_buffered(features)
+        for k, (p, s) in enumerate(zip(proposals, scores)):
+            is_bg = p.gt_classes == self.num_classes
+            boxes = cat([p.proposal_boxes.tensor[is_bg], visit.buffered[k].proposal_boxes.tensor])
+            original = _to_original(boxes.detach().cpu(), visit.transforms[k], visit.file_names[k])
+            buffer.record_visit(visit.keys[k], original, cat([s[is_bg], rescored[k]]), iteration)
         storage = get_event_storage()
-        storage.put_scalar("hnm/buffer_size", self.hard_negative_buffer.num_entries)
-        storage.put_scalar("hnm/buffer_mean_score", self.hard_negative_buffer.mean_score())
+        storage.put_scalar("hnm/buffer_size", buffer.num_entries)
+        storage.put_scalar("hnm/buffer_mean_score", buffer.mean_score())
 
 
 def _required_input(batched_input: Dict, field: str, index: int):

@@ -3,9 +3,10 @@
 OHEM (MODEL.HNM.RPN_OHEM): positives are sampled as stock (random, up to
 POSITIVE_FRACTION * BATCH_SIZE_PER_IMAGE), every negative anchor stays a candidate, and
 ``losses()`` keeps per image the negatives with the highest objectness loss:
-BATCH_SIZE_PER_IMAGE - #pos of them, at most NEG_POS_RATIO * max(#pos, 1) when the ratio is
-> 0. The others are ignored (-1), then the stock ``losses()`` runs with its stock normaliser,
-BATCH_SIZE_PER_IMAGE * #images.
+BATCH_SIZE_PER_IMAGE - #pos of them, at most NEG_POS_RATIO * #pos when the ratio is > 0 but
+never fewer than MIN_NEGATIVES (so a negative image still trains the RPN on its hardest
+background). The others are ignored (-1), then the stock ``losses()`` runs with its stock
+normaliser, BATCH_SIZE_PER_IMAGE * #images.
 
 Background weight (MODEL.HNM.RPN_BG_WEIGHT): the objectness loss becomes
 ``sum_a w_a * bce_a / (BATCH_SIZE_PER_IMAGE * #images)``, ``w_a`` the weight for negative
@@ -42,6 +43,7 @@ class HNMRPN(RPN):
         *,
         ohem_enabled: bool = False,
         ohem_neg_pos_ratio: float = 0.0,
+        ohem_min_negatives: int = 64,
         bg_weight: float = 1.0,
         **kwargs,
     ):
@@ -49,12 +51,14 @@ class HNMRPN(RPN):
         Args:
             ohem_enabled (bool): keep the hardest negatives instead of random ones.
             ohem_neg_pos_ratio (float): cap on negatives per positive (0 = no cap).
+            ohem_min_negatives (int): floor under that cap, per image.
             bg_weight (float): multiplies the objectness loss of negative anchors.
             kwargs: the arguments of :class:`RPN`.
         """
         super().__init__(**kwargs)
         self.ohem_enabled = ohem_enabled
         self.ohem_neg_pos_ratio = ohem_neg_pos_ratio
+        self.ohem_min_negatives = ohem_min_negatives
         self.bg_weight = bg_weight
 
     @classmethod
@@ -64,6 +68,7 @@ class HNMRPN(RPN):
         ret = super().from_config(cfg, input_shape)
         ret["ohem_enabled"] = cfg.MODEL.HNM.RPN_OHEM.ENABLED
         ret["ohem_neg_pos_ratio"] = cfg.MODEL.HNM.RPN_OHEM.NEG_POS_RATIO
+        ret["ohem_min_negatives"] = cfg.MODEL.HNM.RPN_OHEM.MIN_NEGATIVES
         ret["bg_weight"] = cfg.MODEL.HNM.RPN_BG_WEIGHT
         return ret
 
@@ -123,7 +128,10 @@ class HNMRPN(RPN):
                 logits_i, torch.zeros_like(logits_i), reduction="none"
             )
             quota = rpn_negative_quota(
-                int((labels_i == 1).sum()), self.batch_size_per_image, self.ohem_neg_pos_ratio
+                int((labels_i == 1).sum()),
+                self.batch_size_per_image,
+                self.ohem_neg_pos_ratio,
+                self.ohem_min_negatives,
             )
             labels_i = keep_hardest_negatives(labels_i, negative_losses, quota)
             kept_labels.append(labels_i)

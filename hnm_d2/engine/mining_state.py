@@ -1,0 +1,135 @@
+"""What a mining run records to resume safely: the layout of its files, the settings it was
+started with (a resume must keep them), and the main process's view of them.
+
+Distributed: every decision read from a file is the main process's, broadcast to the others.
+"""
+
+import os
+
+from detectron2.utils import comm
+
+from .atomic import strict_json_value, write_json_atomically
+from .mining_report import MiningStateError, read_json
+
+__all__ = [
+    "MiningLayout",
+    "mining_settings",
+    "check_settings",
+    "start_or_resume",
+    "main_process_value",
+    "read_on_main_process",
+]
+
+
+class MiningLayout:
+    """The paths of the mining loop's files under ``OUTPUT_DIR/mining``."""
+
+    def __init__(self, output_dir):
+        self.root = os.path.join(output_dir, "mining")
+        self.settings = os.path.join(self.root, "settings.json")
+        self.report = os.path.join(self.root, "report.json")
+        self.curves = os.path.join(self.root, "curves.png")
+
+    def round_dir(self, k):
+        return os.path.join(self.root, f"round_{k}")
+
+    def final_weights(self, k):
+        return os.path.join(self.round_dir(k), "model_final.pth")
+
+    def summary(self, k):
+        return os.path.join(self.root, f"round_{k}.json")
+
+    def selection(self, k):
+        return os.path.join(self.root, f"round_{k}_selection.json")
+
+    def mined_plot(self, k):
+        return os.path.join(self.root, f"round_{k}_mined.png")
+
+
+# The config keys that shape what each round trains and chooses, as key prefixes (SEED: the
+# initial weights and the data order).
+_RECORDED_KEY_PREFIXES = ("MODEL.", "INPUT.", "SOLVER.", "DATALOADER.", "HNM.DATA.", "SEED")
+# Keys of those nodes that a resume may change: they do not change what a round learns. The base
+# MODEL.WEIGHTS is recorded: it initialises round 0 (and every round with FROM_SCRATCH); the
+# weights of a warm-started round are the previous round's, set by the loop, not read from it.
+_UNRECORDED_CONFIG_KEYS = frozenset(
+    {
+        "MODEL.DEVICE",  # a resume may run on other hardware
+        # The stop message of a pool without detections invites lowering it and resuming.
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "SOLVER.CHECKPOINT_PERIOD",  # how often progress is saved
+        "DATALOADER.NUM_WORKERS",  # how fast images are loaded
+    }
+)
+
+
+def _flat_config(node, prefix=""):
+    """The leaf keys of a config node by dotted name ("MODEL.HNM.ROI_OHEM.ENABLED")."""
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def mining_settings(cfg):
+    """The settings that decide what each round chooses and trains: a resume must keep them.
+
+    Returns:
+        dict: the mining settings ("pool", "train_datasets", "per_round",
+        "iterations_per_round", "from_scratch"), SEED, and every config key of the MODEL,
+        INPUT, SOLVER, DATALOADER and HNM.DATA nodes by dotted name, but the few a resume may change
+        (MODEL.DEVICE, ...). Values are as settings.json holds them (a tuple is a list, a
+        non-finite float null), so a value read back equals the same value of a config.
+    """
+    settings = {
+        "pool": list(cfg.HNM.MINING.POOL),
+        "train_datasets": list(cfg.DATASETS.TRAIN),
+        "per_round": cfg.HNM.MINING.PER_ROUND,
+        "iterations_per_round": cfg.HNM.MINING.ITERS_PER_ROUND or cfg.SOLVER.MAX_ITER,
+        "from_scratch": cfg.HNM.MINING.FROM_SCRATCH,
+    }
+    for key, value in _flat_config(cfg).items():
+        if key.startswith(_RECORDED_KEY_PREFIXES) and key not in _UNRECORDED_CONFIG_KEYS:
+            settings[key] = value
+    return strict_json_value(settings)
+
+
+def check_settings(recorded, settings, settings_file):
+    """Raise MiningStateError naming the first setting that differs from the recorded run.
+
+    A setting that ``recorded`` lacks is not checked: settings files of older versions record
+    fewer settings, and resuming from them keeps working.
+    """
+    for key, value in settings.items():
+        if key in recorded and recorded[key] != value:
+            raise MiningStateError(
+                f"{settings_file} records {key} = {recorded[key]!r}, but this run has {value!r}: "
+                "the rounds already in that folder were mined with the recorded value. Run again "
+                "with it to resume, or give a new OUTPUT_DIR to start over."
+            )
+
+
+def main_process_value(value):
+    """The main process's ``value`` on every process (the others pass None)."""
+    return comm.all_gather(value)[0]
+
+
+def read_on_main_process(path):
+    return main_process_value(read_json(path) if comm.is_main_process() else None)
+
+
+def start_or_resume(layout, settings, logger):
+    """Record ``settings`` in a new run's folder, or check them against a resumed run's.
+
+    Raises:
+        MiningStateError: a setting differs from the one the folder's run recorded.
+    """
+    recorded = read_on_main_process(layout.settings)
+    if recorded is not None:
+        check_settings(recorded, settings, layout.settings)
+        logger.info("Resuming the mining run in %s.", layout.root)
+    elif comm.is_main_process():
+        write_json_atomically(layout.settings, settings)
