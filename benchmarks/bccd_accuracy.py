@@ -49,8 +49,9 @@ STOCK_ARCH = [
     "MODEL.PROPOSAL_GENERATOR.NAME", "RPN",
     "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
 ]  # fmt: skip
-# Evaluation only, the same for every setting: detections down to score 0.01, so that the
-# recall levels are reached by the threshold that reaches them, not cut by the model's floor.
+# The same for every setting: detections down to score 0.01, so that the recall levels are
+# reached by the threshold that reaches them, not cut by the model's floor. (For image-level
+# mining it also decides which pool images have a detection at all, hence can be mined.)
 EVAL_OPTS = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"]
 
 
@@ -67,7 +68,8 @@ SETTINGS = {
     "negatives kept": Setting("configs/hnm_R18_FPN_cpu.yaml"),
     "+ background down-weighting": Setting("configs/hnm_R18_FPN_cpu_bg_weight.yaml"),
     "+ OHEM": Setting("configs/hnm_R18_FPN_cpu_ohem.yaml"),
-    "+ buffer": Setting("configs/hnm_R18_FPN_cpu_buffer.yaml"),
+    "+ buffer (boxes)": Setting("configs/hnm_R18_FPN_cpu_buffer.yaml"),
+    "+ buffer (features)": Setting("configs/hnm_R18_FPN_cpu_buffer_features.yaml"),
     "+ all head mechanisms": Setting("configs/hnm_R18_FPN_cpu_all.yaml"),
     "+ image-level mining (rounds)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="rounds"),
     "+ image-level mining (online)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="online"),

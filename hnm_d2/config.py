@@ -54,6 +54,13 @@ def _add_model_keys(cfg):
     # iterations and re-injected as background proposals when the image comes back.
     cfg.MODEL.HNM.BUFFER = CN()
     cfg.MODEL.HNM.BUFFER.ENABLED = False
+    # "boxes": boxes kept per image (original coordinates), re-injected as background
+    # proposals when the image comes back (about once per epoch). "features": a cross-batch
+    # memory of the hard negatives' pooled RoI features, re-fed to the box head as background
+    # in the following iterations, whatever images they came from (XBM, Wang et al. 2020).
+    cfg.MODEL.HNM.BUFFER.MODE = "boxes"
+    # "features": memory entries re-fed per iteration (for the whole batch).
+    cfg.MODEL.HNM.BUFFER.FEATURES_PER_ITER = 64
     # A background RoI is stored when its score is >= this: its highest object-class
     # probability, the scale of MODEL.ROI_HEADS.SCORE_THRESH_TEST (a detection at inference).
     cfg.MODEL.HNM.BUFFER.SCORE_THRESH = 0.5
@@ -128,12 +135,15 @@ _RANGES = {
     "MODEL.HNM.ROI_OHEM.NMS_THRESH": (lambda v: 0 < v <= 1, "(0, 1]"),
     "MODEL.HNM.ROI_OHEM.MIN_POSITIVE_FRACTION": (lambda v: 0 <= v <= 1, "[0, 1]"),
     "MODEL.HNM.RPN_OHEM.NEG_POS_RATIO": (lambda v: v >= 0, ">= 0"),
-    "MODEL.HNM.RPN_OHEM.MIN_NEGATIVES": (lambda v: v >= 0, "an integer >= 0"),
+    # 0 would leave a negative image no RPN loss at all under a NEG_POS_RATIO cap.
+    "MODEL.HNM.RPN_OHEM.MIN_NEGATIVES": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.SCORE_THRESH": (lambda v: 0 <= v <= 1, "[0, 1]"),
     "MODEL.HNM.BUFFER.PER_IMAGE": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.CAPACITY": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.MAX_AGE": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.WARMUP_ITERS": (lambda v: v >= 0, "an integer >= 0"),
+    "MODEL.HNM.BUFFER.MODE": (lambda v: v in ("boxes", "features"), "'boxes' or 'features'"),
+    "MODEL.HNM.BUFFER.FEATURES_PER_ITER": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.BG_SHARE": (lambda v: 0 <= v <= 1, "[0, 1]"),
     "MODEL.HNM.BUFFER.DEDUP_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
     "MODEL.HNM.ROI_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),

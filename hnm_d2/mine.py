@@ -33,7 +33,7 @@ from .engine.launcher import (
 from .engine.mining import run_mining
 from .engine.online_mining import run_online_mining
 
-__all__ = ["mining_argument_parser", "mining_opts", "mine", "main"]
+__all__ = ["mining_argument_parser", "mining_opts", "mining_config", "mine", "main"]
 
 
 def mining_argument_parser():
@@ -107,14 +107,20 @@ def mining_opts(args):
     return opts
 
 
+def mining_config(args):
+    """Register the datasets and build the config of a mining run (the flags win)."""
+    register_datasets(args)
+    return setup(argparse.Namespace(**{**vars(args), "opts": args.opts + mining_opts(args)}))
+
+
 def mine(args):
-    """One process's work: register the datasets, build the config, run the mining loop.
+    """One process's work: the config, then the rounds or the online run.
 
     Returns:
-        dict: the mining report (see :func:`hnm_d2.engine.mining.run_mining`).
+        dict: the mining report (see :func:`hnm_d2.engine.mining.run_mining` and
+        :func:`hnm_d2.engine.online_mining.run_online_mining`).
     """
-    register_datasets(args)
-    cfg = setup(argparse.Namespace(**{**vars(args), "opts": args.opts + mining_opts(args)}))
+    cfg = mining_config(args)
     return run_online_mining(cfg) if cfg.HNM.MINING.ONLINE else run_mining(cfg)
 
 

@@ -97,7 +97,12 @@ def test_coco_json_keeps_negatives_with_contiguous_ids(tmp_path, dataset_name):
 
 
 def test_synthetic_coco_counts(synthetic_datasets):
-    expected = {"train": (72, 48, 24), "test": (32, 16, 16), "pool": (48, 0, 48)}
+    expected = {
+        "train": (72, 48, 24),
+        "val": (32, 16, 16),
+        "test": (32, 16, 16),
+        "pool": (48, 0, 48),
+    }
     for split, name in synthetic_datasets.items():
         assert composition(DatasetCatalog.get(name)) == expected[split]
         assert MetadataCatalog.get(name).thing_classes == ["target"]

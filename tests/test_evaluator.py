@@ -475,3 +475,11 @@ def test_two_process_results_equal_single_process_results(dataset_factory, tmp_p
     assert main["negatives"] == pytest.approx(
         {**EXPECTED_NEGATIVES, "images_at_detection_cap": 2.0}
     )
+
+
+def test_two_records_with_one_image_id_fail_naming_the_record(dataset_factory, tmp_path):
+    records = make_records()
+    records[4] = {**records[4], "image_id": 3}  # image 5 takes image 3's id
+    name = dataset_factory(records)
+    with pytest.raises(ValueError, match=f"'{name}', record 4 .*image_id 3 is used by an earlier"):
+        NegativeImageEvaluator(name, output_dir=str(tmp_path))

@@ -251,6 +251,15 @@ def test_a_resume_may_change_what_does_not_shape_the_rounds(key, value):
     check_settings(recorded, mining_settings(quick_cfg(key, value)), "settings.json")
 
 
+def test_a_rounds_run_recorded_before_online_mining_existed_refuses_to_resume_online():
+    cfg = quick_cfg(
+        *("HNM.MINING.POOL", ("synthetic_pool",), "HNM.MINING.PER_ROUND", 3.0),
+        *("HNM.MINING.ONLINE", True),
+    )
+    with pytest.raises(MiningStateError, match="records online = False, but this run has True"):
+        check_settings(SETTINGS_WITHOUT_CONFIG_KEYS, mining_settings(cfg), "settings.json")
+
+
 def test_a_settings_file_without_the_config_keys_does_not_check_them():
     cfg = quick_cfg(
         *("HNM.MINING.POOL", ("synthetic_pool",), "HNM.MINING.PER_ROUND", 3.0),
@@ -351,8 +360,8 @@ def test_round_0_trains_on_the_training_set_alone(one_round):
     assert 0 <= results["bbox_positives"]["AP"] <= 100
     assert results["negatives"]["num_images"] == 16
     settings = one_round["settings.json"]
-    recorded_flags = {k: v for k, v in settings.items() if "." not in k and k != "SEED"}
-    assert recorded_flags == SETTINGS_WITHOUT_CONFIG_KEYS and settings["SEED"] == 0
+    recorded_flags = {k: v for k, v in settings.items() if "." not in k}
+    assert recorded_flags == {**SETTINGS_WITHOUT_CONFIG_KEYS, "SEED": 0, "online": False}
     assert (settings["MODEL.HNM.ROI_OHEM.ENABLED"], settings["SOLVER.MAX_ITER"]) == (False, 4)
 
 

@@ -21,16 +21,20 @@ def boxes(*rows):
 
 def test_matching_is_greedy_by_score_within_the_class_and_ignores_crowd_regions():
     gt = boxes([0, 0, 10, 10], [20, 20, 30, 30])
-    detections = boxes([0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30], [50, 50, 60, 60])
-    scores = torch.tensor([0.5, 0.9, 0.8, 0.7])
-    classes = torch.tensor([0, 0, 1, 0])
+    detections = boxes(
+        [0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30], [52, 52, 58, 58], [52, 52, 58, 58]
+    )
+    scores = torch.tensor([0.5, 0.9, 0.8, 0.7, 0.6])
+    classes = torch.tensor([0, 0, 1, 0, 1])
+    crowd, crowd_classes = boxes([40, 40, 80, 80]), torch.tensor([0])
     outcome = match_detections(
-        detections, scores, classes, gt, torch.tensor([0, 0]), boxes([50, 50, 60, 60])
+        detections, scores, classes, gt, torch.tensor([0, 0]), crowd, crowd_classes
     )
     # The 0.9 detection takes the first object although the 0.5 one overlaps it exactly; the
-    # 0.5 one is a duplicate (false positive); class 1 finds no class-0 object; the last lies
-    # on a crowd region and is ignored.
-    assert outcome.tolist() == [0, 1, 0, -1]
+    # 0.5 one is a duplicate (false positive); class 1 finds no class-0 object. The small box
+    # inside the class-0 crowd region (IoU 0.0225, but all of its area inside) is ignored;
+    # the same box of class 1 is not (COCO matches crowd regions within the class).
+    assert outcome.tolist() == [0, 1, 0, -1, 0]
 
 
 def test_no_ground_truth_makes_every_detection_a_false_positive():
@@ -97,6 +101,19 @@ def test_log_average_miss_rate_by_hand(curve):
     assert log_average_miss_rate(curve) == pytest.approx(expected)
 
 
+def test_a_reference_hit_exactly_counts_despite_float_rounding():
+    # 10 images, 1 false positive (0.9) before the only object (0.8): at 1e-1 false positives
+    # per image (logspace's 0.09999999999999999) the object is found, miss rate 0 (1e-10).
+    curve = detection_curve(
+        [np.array([0.9, 0.8])] + [np.array([])] * 9,
+        [np.array([0, 1])] + [np.array([])] * 9,
+        [],
+        num_objects=1,
+    )
+    # References 0.01 .. 0.056: nothing within, miss rate 1; from 0.1 on: miss rate 0.
+    assert log_average_miss_rate(curve) == pytest.approx(math.exp(5 * math.log(1e-10) / 9))
+
+
 def test_miss_rate_is_1_where_no_threshold_stays_under_the_reference():
     # Every detection is a false positive first: 1 per image at the top score.
     curve = detection_curve(
@@ -122,3 +139,23 @@ def test_curve_round_trips_through_json_and_plots(curve, tmp_path):
         np.testing.assert_array_equal(a, b)
     plot_froc({"model": curve, "again": restored}, str(tmp_path / "froc.png"))
     assert (tmp_path / "froc.png").stat().st_size > 5000
+
+
+def test_one_reference_with_every_object_found_dominates_the_geometric_mean():
+    # Miss rates 0.9 at 8 references and 0 (floored at 1e-10) at the last one: the mean of
+    # the logs is pulled to (8 log 0.9 + log 1e-10) / 9, an MR^-2 of 0.07 although the
+    # detector misses 90% of the objects at 8 of the 9 references.
+    hit_first = detection_curve(
+        [np.array([0.9] + [0.5] * 9)], [np.array([1] + [0] * 9)], [], num_objects=10
+    )
+    # Recall 0.1 before any false positive, and never more: miss rate 0.9 at every reference.
+    assert log_average_miss_rate(hit_first) == pytest.approx(0.9)
+    rest = [np.array([0.4])] * 9  # the other 9 objects, each found below the false positives
+    found_late = detection_curve(
+        [np.array([0.9] + [0.5] * 9)] + rest,
+        [np.array([1] + [0] * 9)] + [np.array([1])] * 9,
+        [],
+        num_objects=10,
+    )  # 10 images, 9 false positives: 0.9 per image, under the last reference (1.0)
+    expected = math.exp((8 * math.log(0.9) + math.log(1e-10)) / 9)
+    assert log_average_miss_rate(found_late) == pytest.approx(expected)

@@ -81,6 +81,7 @@ def test_existing_split_with_same_parameters_is_not_rewritten(tmp_path):
 def test_default_splits_are_registered_once(synthetic_datasets, synthetic_root, tmp_path):
     assert synthetic_datasets == {
         "train": "synthetic_train",
+        "val": "synthetic_val",
         "test": "synthetic_test",
         "pool": "synthetic_pool",
     }

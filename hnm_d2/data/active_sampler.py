@@ -1,16 +1,18 @@
 """``ActiveSubsetTrainingSampler``: detectron2's infinite training sampler over a subset of the
 dataset that can grow while training runs (online image-level mining adds pool images to it).
 
-The subset is a boolean mask over the dataset in shared memory, with a version counter: the
-DataLoader's worker processes iterate copies of the sampler, and shared memory is what lets them
-see images activated by the main process. When the version changes the sampler starts a new
-shuffled pass over the active images, so an activated image is drawn within the next pass, not
-after the current one ends (which, for a large dataset, could be thousands of iterations).
+The subset is a boolean mask over the dataset in shared memory: the DataLoader's worker
+processes iterate copies of the sampler, and shared memory is what lets them see the images
+the main process activates.
 
-Like detectron2's ``TrainingSampler`` it draws one seeded stream, the same on every rank, and
-each rank takes every world_size-th index. Activation happens on every rank at the same
-iteration, but the workers notice it a few prefetched batches apart, so around an activation
-the ranks' shards may overlap or skip a few images.
+The stream is cut into blocks of a fixed length (by default the number of images active at the
+start): block b is a random choice, without repeats, of that many of the images active when it
+starts, shuffled by a generator seeded by (seed, b). Each worker (and each rank) iterates its
+own copy of the stream and takes every n-th index of it, so the copies must agree index by
+index: with a fixed block length they do, but for the one block during which an activation
+reaches them at different moments. Breaking a pass when new images arrive would instead shift
+the copies against each other for the rest of training. An activated image is drawn from the
+next block on, i.e. within one pass over the initial training set.
 """
 
 import itertools
@@ -30,24 +32,33 @@ class ActiveSubsetTrainingSampler(Sampler):
         active (Tensor): bool, shape (N,), shared memory: which images are drawn.
     """
 
-    def __init__(self, size: int, initially_active: Sequence[int], seed: Optional[int] = None):
+    def __init__(
+        self,
+        size: int,
+        initially_active: Sequence[int],
+        seed: Optional[int] = None,
+        block_size: Optional[int] = None,
+    ):
         """
         Args:
             size (int): images in the dataset.
             initially_active (Sequence[int]): indices of the images drawn from the start.
             seed (int or None): seed of the shuffle, the same on every rank; None = a seed
                 shared by the ranks (detectron2's ``comm.shared_random_seed``).
+            block_size (int or None): indices per block; None = len(initially_active).
         """
+        initially_active = list(initially_active)
+        if not initially_active:
+            raise ValueError("ActiveSubsetTrainingSampler needs at least one active image.")
         self.active = torch.zeros(size, dtype=torch.bool).share_memory_()
-        self.active[torch.as_tensor(list(initially_active), dtype=torch.int64)] = True
-        self._version = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.active[torch.as_tensor(initially_active, dtype=torch.int64)] = True
+        self._block_size = block_size or len(initially_active)
         self._seed = int(comm.shared_random_seed() if seed is None else seed)
         self._rank, self._world_size = comm.get_rank(), comm.get_world_size()
 
     def activate(self, indices: Sequence[int]) -> None:
         """Add images to the drawn subset (call it on every rank with the same indices)."""
         self.active[torch.as_tensor(list(indices), dtype=torch.int64)] = True
-        self._version += 1
 
     @property
     def num_active(self) -> int:
@@ -57,12 +68,9 @@ class ActiveSubsetTrainingSampler(Sampler):
         yield from itertools.islice(self._infinite_indices(), self._rank, None, self._world_size)
 
     def _infinite_indices(self):
-        generator = torch.Generator()
-        generator.manual_seed(self._seed)
-        while True:
-            version = int(self._version)
+        for block in itertools.count():
+            generator = torch.Generator()
+            generator.manual_seed((self._seed * 1_000_003 + block) % 2**63)
             active = torch.nonzero(self.active).squeeze(1)
-            for index in active[torch.randperm(len(active), generator=generator)].tolist():
-                if int(self._version) != version:
-                    break  # new images: start a pass that includes them
-                yield index
+            chosen = torch.randperm(len(active), generator=generator)[: self._block_size]
+            yield from active[chosen].tolist()

@@ -45,7 +45,8 @@ GENERATOR_VERSION = 1
 CATEGORY = {"id": 1, "name": "target"}
 DISTRACTOR_KINDS = ("disk", "square", "ring")
 # split: (number of positive images, number of negative images)
-DEFAULT_SPLIT_SIZES = {"train": (48, 24), "test": (16, 16), "pool": (0, 48)}
+# val: to choose settings on, never on test.
+DEFAULT_SPLIT_SIZES = {"train": (48, 24), "val": (16, 16), "test": (16, 16), "pool": (0, 48)}
 
 _GRID = 3
 _RADIUS_RANGE = (0.06, 0.10)  # shape radius as a share of the image size
@@ -245,7 +246,8 @@ def register_synthetic_splits(
         seed: seed of the generator.
         image_size: side of the square images in pixels.
         sizes: split -> (num_positive, num_negative); None = DEFAULT_SPLIT_SIZES, i.e. train
-            48 + 24, test 16 + 16 and pool 0 + 48 (negatives for the image-level mining loop).
+            48 + 24, val and test 16 + 16 each, and pool 0 + 48 (negatives for the image-level
+            mining loop).
 
     Returns:
         split -> registered dataset name.

@@ -90,11 +90,16 @@ def mining_settings(cfg):
         "per_round": cfg.HNM.MINING.PER_ROUND,
         "iterations_per_round": cfg.HNM.MINING.ITERS_PER_ROUND or cfg.SOLVER.MAX_ITER,
         "from_scratch": cfg.HNM.MINING.FROM_SCRATCH,
+        "online": cfg.HNM.MINING.ONLINE,
     }
     for key, value in _flat_config(cfg).items():
         if key.startswith(_RECORDED_KEY_PREFIXES) and key not in _UNRECORDED_CONFIG_KEYS:
             settings[key] = value
     return strict_json_value(settings)
+
+
+# Settings recorded since a later version, and the value a run recorded before it had.
+_RECORDED_SINCE = {"online": False}  # online mining came after the rounds
 
 
 def check_settings(recorded, settings, settings_file):
@@ -104,6 +109,8 @@ def check_settings(recorded, settings, settings_file):
     fewer settings, and resuming from them keeps working.
     """
     for key, value in settings.items():
+        if key not in recorded and key in _RECORDED_SINCE:
+            recorded = {**recorded, key: _RECORDED_SINCE[key]}
         if key in recorded and recorded[key] != value:
             raise MiningStateError(
                 f"{settings_file} records {key} = {recorded[key]!r}, but this run has {value!r}: "

@@ -70,6 +70,18 @@ def _check_online_settings(cfg):
             "HNM.MINING.ONLINE: online mining draws from the training set and the images it has "
             "mined so far, in their natural share. Set it to -1."
         )
+    if mining_period(cfg) < 1:
+        raise HNMConfigError(
+            f"SOLVER.MAX_ITER = {cfg.SOLVER.MAX_ITER} is too short for HNM.MINING.ROUNDS = "
+            f"{cfg.HNM.MINING.ROUNDS} mining steps: set HNM.MINING.MINE_EVERY (--mine-every) to "
+            "the iterations between two steps, or mine fewer steps."
+        )
+    if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+        raise HNMConfigError(
+            f"DATALOADER.SAMPLER_TRAIN = {cfg.DATALOADER.SAMPLER_TRAIN!r} is not supported with "
+            "HNM.MINING.ONLINE, which draws with its own sampler over the training set and the "
+            "images mined so far. Set it to 'TrainingSampler'."
+        )
     if mining_period(cfg) * cfg.HNM.MINING.ROUNDS >= cfg.SOLVER.MAX_ITER:
         raise HNMConfigError(
             f"HNM.MINING.ROUNDS = {cfg.HNM.MINING.ROUNDS} steps every {mining_period(cfg)} "
@@ -89,6 +101,12 @@ class OnlineMiningData:
     """
 
     def __init__(self, cfg, pool):
+        if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+            logger.warning(
+                "DATALOADER.FILTER_EMPTY_ANNOTATIONS is True: detectron2 removes the negative "
+                "images of DATASETS.TRAIN (the mined pool images are kept). Set it False to "
+                "train on them too."
+            )
         training = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
         )

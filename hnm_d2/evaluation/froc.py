@@ -8,13 +8,11 @@ import json
 import math
 from typing import Dict
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .operating_point import DetectionCurve  # noqa: E402
+from .operating_point import DetectionCurve
 
 __all__ = ["save_curve", "load_curve", "plot_froc"]
 
@@ -51,7 +49,10 @@ def plot_froc(curves: Dict[str, DetectionCurve], path: str, recall_marks=(0.8, 0
         path (str): the PNG to write.
         recall_marks (Sequence[float]): recall levels drawn as dotted lines.
     """
-    figure, axes = plt.subplots(figsize=(6.4, 4.8))
+    # A Figure with its own Agg canvas: no pyplot, no global backend switched for the user.
+    figure = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
     negatives = [c.num_negative_images for c in curves.values() if c.num_negative_images]
     floor = 0.5 / max(negatives) if negatives else 1e-3
     highest, drawn_any = floor, False
@@ -75,4 +76,3 @@ def plot_froc(curves: Dict[str, DetectionCurve], path: str, recall_marks=(0.8, 0
     axes.set_title("FROC: higher and further left is better")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)

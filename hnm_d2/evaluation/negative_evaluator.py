@@ -166,27 +166,28 @@ class GroundTruth(NamedTuple):
 
     Attributes:
         boxes (Tensor): (G, 4) boxes of the objects that count; classes (G,) int64.
-        crowd_boxes (Tensor): (C, 4) crowd regions (detections there are ignored).
+        crowd_boxes (Tensor): (C, 4) crowd regions (detections there are ignored);
+            crowd_classes (C,) their classes.
     """
 
     boxes: torch.Tensor
     classes: torch.Tensor
     crowd_boxes: torch.Tensor
+    crowd_classes: torch.Tensor
 
 
 def _ground_truth(record) -> GroundTruth:
-    boxes, classes, crowd = [], [], []
+    objects, crowd = ([], []), ([], [])
     for annotation in record.get("annotations", []):
         box = BoxMode.convert(list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS)
-        if annotation.get("iscrowd", 0):
-            crowd.append(box)
-        else:
-            boxes.append(box)
-            classes.append(annotation["category_id"])
+        boxes, classes = crowd if annotation.get("iscrowd", 0) else objects
+        boxes.append(box)
+        classes.append(annotation["category_id"])
     return GroundTruth(
-        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        torch.tensor(classes, dtype=torch.int64),
-        torch.tensor(crowd, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(objects[0], dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(objects[1], dtype=torch.int64),
+        torch.tensor(crowd[0], dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(crowd[1], dtype=torch.int64),
     )
 
 
@@ -335,6 +336,7 @@ class NegativeImageEvaluator(DatasetEvaluator):
             truth.boxes,
             truth.classes,
             truth.crowd_boxes,
+            truth.crowd_classes,
             self._match_iou,
         )
         self._positive_outcomes[image_id] = (instances.scores.numpy(), outcome.numpy())
@@ -404,8 +406,8 @@ class NegativeImageEvaluator(DatasetEvaluator):
         return negatives, positives, capped_ids
 
     def _curve(self, negative_scores, positive_outcomes):
-        """The detection curve of the evaluated images (positives missing from the outputs
-        count with their objects and no detection)."""
+        """The detection curve of the evaluated images (the objects of the positive images
+        processed; a warning names the negative images missing)."""
         scores = [positive_outcomes[i][0] for i in positive_outcomes]
         outcomes = [positive_outcomes[i][1] for i in positive_outcomes]
         num_objects = sum(len(self._truth[i].boxes) for i in positive_outcomes)
@@ -482,6 +484,12 @@ def _index_images(dataset_name):
                 f"Dataset '{dataset_name}', record {index} ({record.get('file_name', '?')}): "
                 "field 'image_id' is missing. Give every record a unique image_id: predictions "
                 "are matched to images by it."
+            )
+        if record["image_id"] in negative_ids or record["image_id"] in truth:
+            raise ValueError(
+                f"Dataset '{dataset_name}', record {index} ({record.get('file_name', '?')}): "
+                f"image_id {record['image_id']!r} is used by an earlier record too. Give every "
+                "record of a test set its own image_id: predictions are matched to images by it."
             )
         if is_negative_image(record):
             negative_ids.add(record["image_id"])

@@ -9,7 +9,8 @@ and the false alarms that threshold lets through on the negative images are coun
 Matching (:func:`match_detections`) is COCO's greedy one, class by class: detections in order
 of decreasing score, each to the unmatched ground-truth box of its class with the highest IoU
 at or above the IoU threshold. A detection matched to a crowd region is ignored (neither hit
-nor false alarm), as COCO does. Detections with equal scores pass a threshold together, so
+nor false alarm), as COCO does: a crowd region of the detection's class covering at least the
+IoU threshold of the detection's area. Detections with equal scores pass a threshold together, so
 every curve point is a distinct score.
 """
 
@@ -18,7 +19,7 @@ from typing import List, NamedTuple
 
 import numpy as np
 import torch
-from detectron2.structures import Boxes, pairwise_iou
+from detectron2.structures import Boxes, pairwise_ioa, pairwise_iou
 
 __all__ = [
     "DetectionCurve",
@@ -68,6 +69,7 @@ def match_detections(
     gt_boxes: torch.Tensor,
     gt_classes: torch.Tensor,
     crowd_boxes: torch.Tensor = None,
+    crowd_classes: torch.Tensor = None,
     iou_thresh: float = 0.5,
 ):
     """Greedy matching of one image's detections to its ground truth (COCO's rule).
@@ -75,8 +77,10 @@ def match_detections(
     Args:
         boxes (Tensor): (N, 4) XYXY detections; scores (N,); classes (N,) int64.
         gt_boxes (Tensor): (G, 4) XYXY ground-truth boxes; gt_classes (G,) int64.
-        crowd_boxes (Tensor or None): (C, 4) crowd regions (any class): a detection that
-            matches no object but overlaps one by ``iou_thresh`` is ignored.
+        crowd_boxes (Tensor or None): (C, 4) crowd regions; crowd_classes (C,) their classes.
+            A detection that matches no object but lies in a crowd region of its class
+            (intersection over the detection's own area >= ``iou_thresh``, COCO's rule) is
+            ignored.
         iou_thresh (float): the IoU at which a detection finds an object.
 
     Returns:
@@ -94,8 +98,9 @@ def match_detections(
             taken[j] = True
             outcome[i] = 1
     if crowd_boxes is not None and len(crowd_boxes) and len(boxes):
-        on_crowd = pairwise_iou(Boxes(boxes), Boxes(crowd_boxes)).max(dim=1).values
-        outcome[(outcome == 0) & (on_crowd >= iou_thresh)] = -1
+        inside = pairwise_ioa(Boxes(crowd_boxes), Boxes(boxes))  # (C, N), over detection area
+        inside = torch.where(crowd_classes[:, None] == classes[None, :], inside, 0.0)
+        outcome[(outcome == 0) & (inside.max(dim=0).values >= iou_thresh)] = -1
     return outcome
 
 
@@ -180,7 +185,12 @@ def log_average_miss_rate(curve: DetectionCurve) -> float:
     The miss rate (1 - recall) at 9 false-positives-per-image values evenly spaced in log space
     over [1e-2, 1e0] (false positives counted on all test images), each read at the lowest
     threshold whose false positives per image do not exceed it (miss rate 1 where none does),
-    averaged geometrically. Lower is better.
+    averaged geometrically, each miss rate floored at 1e-10 (Caltech's code). Lower is better.
+
+    On a small test set read it with the FROC: a detector that finds every object within one
+    false positive per image has miss rate 0 at the last reference, floored at 1e-10, and that
+    one point pulls the geometric mean down by a factor of about 10 ** (10 / 9), whatever the
+    other eight say.
 
     Returns:
         float: in [0, 1]; NaN without objects.
@@ -190,6 +200,8 @@ def log_average_miss_rate(curve: DetectionCurve) -> float:
     references = np.logspace(*np.log10(MISS_RATE_FPPI_RANGE), _MISS_RATE_POINTS)
     miss_rates = []
     for reference in references:
-        within = np.flatnonzero(curve.fp_per_image <= reference)
+        # With a relative tolerance: logspace gives 0.09999999999999999 for 10^-1, which 1
+        # false positive on 10 images must not miss.
+        within = np.flatnonzero(curve.fp_per_image <= reference * (1 + 1e-9))
         miss_rates.append(1.0 - curve.recall[within[-1]] if len(within) else 1.0)
     return float(np.exp(np.mean(np.log(np.maximum(1e-10, miss_rates)))))

@@ -81,6 +81,18 @@ class HNMFastRCNNOutputLayers(FastRCNNOutputLayers):
         losses["loss_cls"] = loss_cls * self.loss_weight.get("loss_cls", 1.0)
         return losses
 
+    def classification_losses(self, scores: torch.Tensor, gt_classes: torch.Tensor):
+        """Each RoI's classification loss, as :meth:`losses` sums it before its division:
+        cross-entropy or focal loss, background terms weighted.
+
+        Args:
+            scores (Tensor): (R, K + 1) class logits; gt_classes (R,) int64 in [0, K].
+
+        Returns:
+            Tensor: shape (R,).
+        """
+        return roi_classification_losses(scores, gt_classes, self.bg_weight, self.focal_gamma)
+
     def per_roi_losses(
         self, predictions: Tuple[torch.Tensor, torch.Tensor], proposals: List[Instances]
     ) -> torch.Tensor:
@@ -106,7 +118,7 @@ class HNMFastRCNNOutputLayers(FastRCNNOutputLayers):
         gt_boxes = cat(
             [(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals]
         )
-        cls_losses = roi_classification_losses(scores, gt_classes, self.bg_weight, self.focal_gamma)
+        cls_losses = self.classification_losses(scores, gt_classes)
         box_losses = roi_box_regression_losses(
             deltas,
             proposal_boxes,

@@ -45,8 +45,10 @@ def _switched_on(cfg) -> Dict[str, List[str]]:
             "MODEL.HNM.RPN_OHEM.ENABLED": hnm.RPN_OHEM.ENABLED,
             "MODEL.HNM.RPN_BG_WEIGHT": hnm.RPN_BG_WEIGHT != 1.0,
         },
-        # The buffer needs the batch's image files, which only HNMRCNN hands to the heads.
-        "meta_architecture": {"MODEL.HNM.BUFFER.ENABLED": hnm.BUFFER.ENABLED},
+        # The box buffer needs the batch's image files, which only HNMRCNN hands to the heads.
+        "meta_architecture": {
+            "MODEL.HNM.BUFFER.ENABLED": hnm.BUFFER.ENABLED and hnm.BUFFER.MODE == "boxes"
+        },
     }
     return {part: [k for k, on in keys.items() if on] for part, keys in readers.items()}
 

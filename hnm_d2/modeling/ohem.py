@@ -69,7 +69,7 @@ def select_hard_rois(
 
 
 def rpn_negative_quota(
-    num_positives: int, batch_size: int, neg_pos_ratio: float, min_negatives: int = 0
+    num_positives: int, batch_size: int, neg_pos_ratio: float, min_negatives: int
 ) -> int:
     """How many negative anchors an image keeps under RPN OHEM.
 

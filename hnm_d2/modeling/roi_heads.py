@@ -25,10 +25,12 @@ from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
+from torch.nn import functional as F
 
 from ..config import HNMConfigError, validate_hnm_config
 from .buffer import HardNegativeBuffer, image_key
 from .fast_rcnn import HNMFastRCNNOutputLayers
+from .feature_memory import HardNegativeFeatureMemory
 from .key_check import check_hnm_keys_are_used
 from .ohem import select_hard_rois
 
@@ -76,6 +78,7 @@ class HNMROIHeads(StandardROIHeads):
         ohem_min_positive_fraction: float = 0.0,
         hard_negative_buffer: Optional[HardNegativeBuffer] = None,
         buffer_bg_share: float = 0.25,
+        feature_memory: Optional[HardNegativeFeatureMemory] = None,
         **kwargs,
     ):
         """
@@ -89,6 +92,8 @@ class HNMROIHeads(StandardROIHeads):
             hard_negative_buffer (HardNegativeBuffer or None): None = no buffer.
             buffer_bg_share (float): share of an image's background quota guaranteed to its
                 buffered boxes (without OHEM).
+            feature_memory (HardNegativeFeatureMemory or None): the cross-batch memory of hard
+                negatives' pooled features (MODEL.HNM.BUFFER.MODE "features"); None = none.
             kwargs: the arguments of :class:`StandardROIHeads`.
         """
         if ohem_enabled:
@@ -103,9 +108,12 @@ class HNMROIHeads(StandardROIHeads):
         self.ohem_min_positive_fraction = ohem_min_positive_fraction
         self.hard_negative_buffer = hard_negative_buffer
         self.buffer_bg_share = buffer_bg_share
+        self.feature_memory = feature_memory
         self._visit: Optional[ImageVisit] = None
         if ohem_enabled:
             self._check_ohem_supported()
+        if feature_memory is not None:
+            self._check_memory_supported()
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -133,6 +141,15 @@ class HNMROIHeads(StandardROIHeads):
         buffer = cfg.MODEL.HNM.BUFFER
         if not buffer.ENABLED:
             return {}
+        if buffer.MODE == "features":
+            memory = HardNegativeFeatureMemory(
+                capacity=buffer.CAPACITY,
+                max_age=buffer.MAX_AGE,
+                score_thresh=buffer.SCORE_THRESH,
+                per_iter=buffer.FEATURES_PER_ITER,
+                warmup_iters=buffer.WARMUP_ITERS,
+            )
+            return {"feature_memory": memory}
         return {
             "hard_negative_buffer": HardNegativeBuffer(
                 capacity=buffer.CAPACITY,
@@ -195,6 +212,17 @@ class HNMROIHeads(StandardROIHeads):
                     f"by its cross-entropy and smooth-L1 losses. Either {fix}, or turn "
                     "MODEL.HNM.ROI_OHEM.ENABLED off."
                 )
+
+    def _check_memory_supported(self):
+        """Refuse, at build time, a predictor whose loss the memory cannot add to."""
+        predictor = self.box_predictor
+        if not isinstance(predictor, HNMFastRCNNOutputLayers) or predictor.use_sigmoid_ce:
+            raise HNMConfigError(
+                "MODEL.HNM.BUFFER.MODE 'features' (feature_memory) adds re-fed entries to the "
+                "softmax classification loss of HNMFastRCNNOutputLayers; got "
+                f"{type(predictor).__name__} (use_sigmoid_ce={predictor.use_sigmoid_ce}). Use "
+                "MODE 'boxes', or that predictor with MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE False."
+            )
 
     @contextlib.contextmanager
     def visiting(self, batched_inputs: List[Dict]):
@@ -323,17 +351,25 @@ class HNMROIHeads(StandardROIHeads):
         background proposals that were trained on (all sampled ones, or the kept ones under
         OHEM) and the image's buffered boxes are scored and the hard ones stored.
         """
-        if not self.training or not (self.ohem_enabled or self.hard_negative_buffer is not None):
+        mining = (
+            self.ohem_enabled
+            or self.hard_negative_buffer is not None
+            or self.feature_memory is not None
+        )
+        if not self.training or not mining:
             return super()._forward_box(features, proposals)
         if self.ohem_enabled:
-            losses, proposals, predictions = self._forward_box_ohem(features, proposals)
+            losses, proposals, pooled, predictions = self._forward_box_ohem(features, proposals)
         else:
             # A copy to the stock branch, which may replace its boxes (TRAIN_ON_PRED_BOXES).
-            with _recording_outputs(self.box_predictor) as outputs:
+            with _recording(self.box_head) as head_calls, _recording(self.box_predictor) as calls:
                 losses = super()._forward_box(features, [p[:] for p in proposals])
-            predictions = outputs[0]
+            (pooled,), predictions = head_calls[0][0], calls[0][1]
         if self.hard_negative_buffer is not None:
             self._remember_hard_negatives(features, proposals, predictions)
+        if self.feature_memory is not None:
+            losses["loss_cls"] = self._train_on_memory(losses["loss_cls"], pooled, proposals)
+            self._remember_hard_features(pooled, proposals, predictions)
         return losses
 
     def _forward_box_ohem(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
@@ -352,6 +388,7 @@ class HNMROIHeads(StandardROIHeads):
             dict: loss_cls, loss_box_reg from the predictor's stock ``losses()`` on the kept
                 RoIs (each divided by the number of kept RoIs).
             list[Instances]: the kept proposals of each image.
+            Tensor: their pooled features, shape (K_total, C, S, S).
             tuple[Tensor, Tensor]: the predictor's outputs on the kept RoIs.
         """
         box_features = [features[f] for f in self.box_in_features]
@@ -363,7 +400,7 @@ class HNMROIHeads(StandardROIHeads):
         kept = [p[k] for p, k in zip(proposals, keep)]
         pooled = self.box_pooler(box_features, [p.proposal_boxes for p in kept])
         predictions = self.box_predictor(self.box_head(pooled))
-        return self.box_predictor.losses(predictions, kept), kept, predictions
+        return self.box_predictor.losses(predictions, kept), kept, pooled, predictions
 
     def _select_hard_rois(self, proposals: List[Instances], per_roi_losses: torch.Tensor):
         """Per image, the indices of the RoIs OHEM keeps (and the hnm/ohem_* telemetry).
@@ -408,11 +445,21 @@ class HNMROIHeads(StandardROIHeads):
         if not is_kept.all():
             storage.put_scalar("hnm/ohem_dropped_loss_mean", per_roi_losses[~is_kept].mean().item())
 
-    def _object_scores(self, predictions, proposals: List[Instances]) -> torch.Tensor:
+    def _object_scores(self, class_logits: torch.Tensor) -> torch.Tensor:
         """Each RoI's highest object-class probability: the score inference thresholds with
-        SCORE_THRESH_TEST (softmax or sigmoid, as the predictor computes it). Shape (R,)."""
-        probs = self.box_predictor.predict_probs(predictions, proposals)
-        return cat([p[:, :-1] for p in probs]).max(dim=1).values.detach()
+        SCORE_THRESH_TEST (softmax, or sigmoid, as the predictor's predict_probs has it).
+
+        Args:
+            class_logits (Tensor): (R, K + 1), the predictor's class scores.
+
+        Returns:
+            Tensor: (R,), detached.
+        """
+        if self.box_predictor.use_sigmoid_ce:
+            probs = class_logits.sigmoid()
+        else:
+            probs = F.softmax(class_logits, dim=-1)
+        return probs[:, :-1].max(dim=1).values.detach()
 
     @torch.no_grad()
     def _rescore_buffered(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
@@ -421,8 +468,8 @@ class HNMROIHeads(StandardROIHeads):
         buffered = self._current_visit().buffered
         boxes = [b.proposal_boxes for b in buffered]
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
-        predictions = self.box_predictor(self.box_head(pooled))
-        return self._object_scores(predictions, buffered).split([len(b) for b in buffered])
+        class_logits, _ = self.box_predictor(self.box_head(pooled))
+        return self._object_scores(class_logits).split([len(b) for b in buffered])
 
     def _remember_hard_negatives(self, features, proposals: List[Instances], predictions):
         """Replace each image's buffered boxes by the hard negatives of this visit.
@@ -443,7 +490,7 @@ class HNMROIHeads(StandardROIHeads):
         if iteration < buffer.warmup_iters:
             return
         visit = self._current_visit()
-        scores = self._object_scores(predictions, proposals).split([len(p) for p in proposals])
+        scores = self._object_scores(predictions[0]).split([len(p) for p in proposals])
         rescored = self._rescore_buffered(features)
         for k, (p, s) in enumerate(zip(proposals, scores)):
             is_bg = p.gt_classes == self.num_classes
@@ -453,6 +500,37 @@ class HNMROIHeads(StandardROIHeads):
         storage = get_event_storage()
         storage.put_scalar("hnm/buffer_size", buffer.num_entries)
         storage.put_scalar("hnm/buffer_mean_score", buffer.mean_score())
+
+    def _train_on_memory(self, loss_cls, pooled, proposals: List[Instances]) -> torch.Tensor:
+        """``loss_cls`` with up to PER_ITER memory entries of earlier iterations as background.
+
+        The entries go through this iteration's box head and predictor (the memory holds no
+        gradient: only the head and predictor learn from them), and are re-scored.
+
+        Normaliser: the stock loss_cls is a mean over the R sampled RoIs; the result is the mean
+        over those R and the M re-fed entries, ``(R * loss_cls + loss_weight * sum_m l_m) /
+        (R + M)``, each entry's l_m the predictor's own classification loss against background.
+        """
+        memory, iteration = self.feature_memory, get_event_storage().iter
+        memory.expire(iteration)
+        indices = memory.sample(iteration)
+        get_event_storage().put_scalar("hnm/memory_refed", len(indices))
+        if len(indices) == 0:
+            return loss_cls
+        class_logits, _ = self.box_predictor(self.box_head(memory.entries(indices)))
+        background = torch.full_like(indices, self.num_classes).to(class_logits.device)
+        memory_losses = self.box_predictor.classification_losses(class_logits, background)
+        weight = self.box_predictor.loss_weight.get("loss_cls", 1.0)
+        num_rois = sum(len(p) for p in proposals)
+        memory.rescore(indices, self._object_scores(class_logits))
+        return (num_rois * loss_cls + weight * memory_losses.sum()) / (num_rois + len(indices))
+
+    def _remember_hard_features(self, pooled, proposals: List[Instances], predictions):
+        """Add this iteration's hard background RoIs (pooled features) to the memory."""
+        is_bg = cat([p.gt_classes for p in proposals]) == self.num_classes
+        scores = self._object_scores(predictions[0])
+        self.feature_memory.add(pooled[is_bg], scores[is_bg], get_event_storage().iter)
+        get_event_storage().put_scalar("hnm/memory_size", self.feature_memory.num_entries)
 
 
 def _required_input(batched_input: Dict, field: str, index: int):
@@ -470,12 +548,12 @@ def _required_input(batched_input: Dict, field: str, index: int):
 
 
 @contextlib.contextmanager
-def _recording_outputs(module: torch.nn.Module):
-    """Collect what ``module`` returns while the context is open (a forward hook)."""
-    outputs = []
-    handle = module.register_forward_hook(lambda _module, _inputs, out: outputs.append(out))
+def _recording(module: torch.nn.Module):
+    """Collect (inputs, output) of each call of ``module`` while the context is open."""
+    calls = []
+    handle = module.register_forward_hook(lambda _module, inputs, out: calls.append((inputs, out)))
     try:
-        yield outputs
+        yield calls
     finally:
         handle.remove()
 
