@@ -127,6 +127,9 @@ def score_worker(weights, synthetic_root, batch_size, result_file):
         torch.save(records, result_file)
     else:
         assert records == []
+    # Both ranks leave together: a rank that exits while the other still works can abort in
+    # gloo's teardown ("terminate called without an active exception"), seen once under load.
+    comm.synchronize()
 
 
 # Two ranks of score_worker through detectron2's launch, in a process of their own so that the

@@ -110,6 +110,8 @@ class HNMROIHeads(StandardROIHeads):
         self.buffer_bg_share = buffer_bg_share
         self.feature_memory = feature_memory
         self._visit: Optional[ImageVisit] = None
+        # The RoIs OHEM kept in this training step, for the mask head (set by _forward_box).
+        self._ohem_kept: Optional[List[Instances]] = None
         if ohem_enabled:
             self._check_ohem_supported()
         if feature_memory is not None:
@@ -189,7 +191,6 @@ class HNMROIHeads(StandardROIHeads):
             )
         # setting -> (is it set, how to turn it off)
         unsupported = {
-            "MODEL.MASK_ON (a mask head)": (self.mask_on, "set MODEL.MASK_ON False"),
             "MODEL.KEYPOINT_ON (a keypoint head)": (
                 self.keypoint_on,
                 "set MODEL.KEYPOINT_ON False",
@@ -360,6 +361,7 @@ class HNMROIHeads(StandardROIHeads):
             return super()._forward_box(features, proposals)
         if self.ohem_enabled:
             losses, proposals, pooled, predictions = self._forward_box_ohem(features, proposals)
+            self._ohem_kept = proposals
         else:
             # A copy to the stock branch, which may replace its boxes (TRAIN_ON_PRED_BOXES).
             with _recording(self.box_head) as head_calls, _recording(self.box_predictor) as calls:
@@ -371,6 +373,17 @@ class HNMROIHeads(StandardROIHeads):
             losses["loss_cls"] = self._train_on_memory(losses["loss_cls"], pooled, proposals)
             self._remember_hard_features(pooled, proposals, predictions)
         return losses
+
+    def _forward_mask(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
+        """Stock mask branch; in training under OHEM, on the foreground RoIs OHEM kept.
+
+        The stock forward hands the mask head the proposals the box head was given, which under
+        OHEM are every labelled candidate: the mask loss would average over RoIs the box head
+        did not train on. It trains on the kept ones instead (their foreground, as stock).
+        """
+        if self.training and self.ohem_enabled:
+            instances, self._ohem_kept = self._ohem_kept, None
+        return super()._forward_mask(features, instances)
 
     def _forward_box_ohem(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         """OHEM box branch: rank every proposal by loss without gradients, train on the top-B.
