@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .engine.launcher import hnm_argument_parser, register_datasets, setup
+from .engine.launcher import format_figure, hnm_argument_parser, register_datasets, setup
 from .engine.trainer import HNMTrainer
 from .evaluation.froc import load_curve, plot_froc
 
@@ -46,10 +46,10 @@ STOCK = [
 MODELS = {"stock detectron2": ("stock", STOCK), "hnm_d2": ("hnm_d2", [])}
 COLUMNS = [
     # header, section, key, format
-    ("AP50 (positive images)", "bbox_positives", "AP50", "{:.1f}"),
-    ("false alarms / negative image @ recall 0.9", "negatives", "fa_per_image@recall0.9", "{:.3f}"),
-    ("false alarms / negative image @ score 0.5", "negatives", "fa_per_image@0.5", "{:.3f}"),
-    ("MR^-2", "negatives", "log_avg_miss_rate", "{:.3f}"),
+    ("AP50 (positive images)", "bbox_positives", "AP50", ".1f"),
+    ("false alarms / negative image @ recall 0.9", "negatives", "fa_per_image@recall0.9", ".3f"),
+    ("false alarms / negative image @ score 0.5", "negatives", "fa_per_image@0.5", ".3f"),
+    ("MR^-2", "negatives", "log_avg_miss_rate", ".3f"),
 ]
 
 
@@ -68,9 +68,8 @@ def train_and_evaluate(output_dir, opts, data_dir):
     return results, curve
 
 
-def _cell(results, section, key, fmt):
-    value = results.get(section, {}).get(key)
-    return "n/a" if value is None or value != value else fmt.format(value)
+def _cell(results, section, key, spec):
+    return format_figure(results.get(section, {}).get(key), spec)
 
 
 def main(argv=None):

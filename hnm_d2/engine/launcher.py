@@ -24,6 +24,7 @@ __all__ = [
     "setup",
     "log_summary",
     "save_results",
+    "format_figure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,16 +101,16 @@ def log_summary(results, dataset_names=None):
             "at recall 0.9: %s, at score 0.5: %s; MR^-2 %s; negative images with any alarm at "
             "0.5: %s%%",
             name,
-            _figure(positives.get("AP"), ".1f"),
-            _figure(positives.get("AP50"), ".1f"),
-            _figure(negatives.get("fa_per_image@recall0.9"), ".3f"),
-            _figure(negatives.get("fa_per_image@0.5"), ".3f"),
-            _figure(negatives.get("log_avg_miss_rate"), ".3f"),
-            _figure(100 * negatives.get("images_with_fa@0.5", math.nan), ".0f"),
+            format_figure(positives.get("AP"), ".1f"),
+            format_figure(positives.get("AP50"), ".1f"),
+            format_figure(negatives.get("fa_per_image@recall0.9"), ".3f"),
+            format_figure(negatives.get("fa_per_image@0.5"), ".3f"),
+            format_figure(negatives.get("log_avg_miss_rate"), ".3f"),
+            format_figure(100 * negatives.get("images_with_fa@0.5", math.nan), ".0f"),
         )
 
 
-def _figure(value, spec):
+def format_figure(value, spec):
     # "n/a" rather than "nan" where a figure cannot be computed (e.g. a recall never reached).
     return "n/a" if value is None or math.isnan(value) else format(value, spec)
 
