@@ -1,12 +1,15 @@
 """Training cost of each hnm_d2 head mechanism against stock detectron2, side by side.
 
-    python benchmarks/bench_heads.py [--iters 2] [--warmup 2] [--repeats 16] [--threads 1]
+    python benchmarks/bench_heads.py [--heads faster|mask|cascade] [--iters 2] [--warmup 2] \
+        [--repeats 16] [--threads 1]
 
 Every variant is the same small CPU Faster R-CNN (--config-file, default
 configs/hnm_R18_FPN_cpu.yaml: ResNet-18 FPN, 64 FPN channels, BatchNorm, 128 RoIs and at most
 500 proposals per image), built from the same seed (so with the same weights), trained on the
 same seeded synthetic batches: 4 images of 256x256, one in four without objects, half of them
 flipped, drawn from a pool of 16 image ids so that images come back (the buffer injects).
+``--heads mask`` adds a Mask R-CNN mask head (and each object's mask to the batches),
+``--heads cascade`` swaps in three-stage Cascade R-CNN heads (stock: CascadeROIHeads).
 
 Time: one iteration is forward + backward + SGD step, inside an EventStorage. The optimizer's
 learning rate is 0, so every variant keeps the same weights at every iteration. Per repeat,
@@ -33,7 +36,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import hnm_d2  # noqa: F401  (registers the hnm_d2 classes)
@@ -49,12 +52,25 @@ STOCK_CLASSES = [
     "GeneralizedRCNN",
     "MODEL.PROPOSAL_GENERATOR.NAME",
     "RPN",
-    "MODEL.ROI_HEADS.NAME",
-    "StandardROIHeads",
 ]
+# --heads -> (options on top of --config-file, the stock ROI heads the hnm_d2 ones replace)
+HEADS = {
+    "faster": ([], "StandardROIHeads"),
+    "mask": (["MODEL.MASK_ON", "True"], "StandardROIHeads"),
+    "cascade": (
+        [
+            "MODEL.ROI_HEADS.NAME",
+            "HNMCascadeROIHeads",
+            "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG",
+            "True",
+        ],
+        "CascadeROIHeads",
+    ),
+}
 ROI_OHEM = ["MODEL.HNM.ROI_OHEM.ENABLED", "True"]
 RPN_OHEM = ["MODEL.HNM.RPN_OHEM.ENABLED", "True", "MODEL.HNM.RPN_OHEM.NEG_POS_RATIO", "3.0"]
-BUFFER = ["MODEL.HNM.BUFFER.ENABLED", "True"]
+# Recording from the first iteration: the cost of a working buffer, not of its warm-up.
+BUFFER = ["MODEL.HNM.BUFFER.ENABLED", "True", "MODEL.HNM.BUFFER.WARMUP_ITERS", "0"]
 BG_WEIGHT = ["MODEL.HNM.ROI_BG_WEIGHT", "0.5", "MODEL.HNM.RPN_BG_WEIGHT", "0.5"]
 # name -> config options on top of --config-file (whose classes are the hnm_d2 ones).
 VARIANTS = {
@@ -68,25 +84,30 @@ VARIANTS = {
 }
 
 
-def build_cfg(config_file, options):
+def build_cfg(config_file, heads, variant):
     cfg = get_cfg()
     add_hnm_config(cfg)
     cfg.merge_from_file(config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + options)
+    head_options, stock_heads = HEADS[heads]
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + head_options)
+    cfg.merge_from_list(VARIANTS[variant])
+    if VARIANTS[variant] is STOCK_CLASSES:
+        cfg.MODEL.ROI_HEADS.NAME = stock_heads
     return cfg
 
 
-def build_seeded_model(config_file, variant):
+def build_seeded_model(config_file, heads, variant):
     torch.manual_seed(0)
-    model = build_model(build_cfg(config_file, VARIANTS[variant]))
+    model = build_model(build_cfg(config_file, heads, variant))
     model.train()
     # lr 0: the step runs (its cost counts) but the weights stay those of the seeded build.
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
     return model, optimizer
 
 
-def synthetic_image(generator):
-    """A textured 256x256 image with 0-3 bright boxes (0 for a quarter of the images)."""
+def synthetic_image(generator, with_masks):
+    """A textured 256x256 image with 0-3 bright boxes (0 for a quarter of the images); each
+    box is its object's mask too when ``with_masks``."""
     image = torch.rand(3, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 96
     has_objects = torch.rand(1, generator=generator).item() >= 0.25
     num_boxes = int(torch.randint(1, 4, (1,), generator=generator)) if has_objects else 0
@@ -99,13 +120,18 @@ def synthetic_image(generator):
     instances = Instances((IMAGE_SIZE, IMAGE_SIZE))
     instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
     instances.gt_classes = torch.zeros(num_boxes, dtype=torch.int64)
+    if with_masks:
+        masks = torch.zeros(num_boxes, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, boxes):
+            mask[y0:y1, x0:x1] = True
+        instances.gt_masks = BitMasks(masks)
     return image, instances
 
 
-def synthetic_batches(num_batches, seed=0):
+def synthetic_batches(num_batches, heads, seed=0):
     """Batches of 4 inputs, as the hnm_d2 mapper makes them, from a pool of 16 image ids."""
     generator = torch.Generator().manual_seed(seed)
-    pool = [synthetic_image(generator) for _ in range(POOL_SIZE)]
+    pool = [synthetic_image(generator, with_masks=heads == "mask") for _ in range(POOL_SIZE)]
     batches = []
     for _ in range(num_batches):
         ids = torch.randperm(POOL_SIZE, generator=generator)[:BATCH_SIZE].tolist()
@@ -136,6 +162,8 @@ def flipped(instances):
     )
     result = Instances(instances.image_size, gt_classes=instances.gt_classes)
     result.gt_boxes = Boxes(mirrored)
+    if instances.has("gt_masks"):
+        result.gt_masks = BitMasks(instances.gt_masks.tensor.flip(-1))
     return result
 
 
@@ -148,8 +176,8 @@ def train_step(model, optimizer, batch):
 
 def time_variants(config_file, args):
     """Median over repeats of each variant's mean iteration time, in seconds."""
-    models = {name: build_seeded_model(config_file, name) for name in VARIANTS}
-    batches = synthetic_batches(args.warmup + args.iters * args.repeats)
+    models = {name: build_seeded_model(config_file, args.heads, name) for name in VARIANTS}
+    batches = synthetic_batches(args.warmup + args.iters * args.repeats, args.heads)
     storages = {name: EventStorage() for name in VARIANTS}
 
     def run(name, batch_slice):
@@ -180,6 +208,7 @@ def _notes(storage):
     histories = storage.histories()
     shown = [
         ("hnm/ohem_kept_neg", "OHEM neg/img"),
+        ("stage0/hnm/ohem_kept_neg", "stage-0 OHEM neg/img"),
         ("hnm/rpn_ohem_neg", "RPN neg/img"),
         ("hnm/buffer_size", "buffer size"),
         ("hnm/buffer_injected", "injected/img"),
@@ -193,8 +222,8 @@ def _notes(storage):
 
 def memory_probe(config_file, variant, args):
     """Run in a fresh process: peak RSS growth over the training iterations, in MiB."""
-    model, optimizer = build_seeded_model(config_file, variant)
-    batches = synthetic_batches(args.warmup + args.iters)
+    model, optimizer = build_seeded_model(config_file, args.heads, variant)
+    batches = synthetic_batches(args.warmup + args.iters, args.heads)
     before = peak_rss_mib()
     with EventStorage() as storage:
         for batch in batches:
@@ -227,6 +256,8 @@ def measure_memory(config_file, variant, args):
         str(args.warmup),
         "--threads",
         str(args.threads),
+        "--heads",
+        args.heads,
         "--memory-probe",
         variant,
     ]
@@ -254,6 +285,7 @@ def print_table(times, memory, notes):
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config-file", default=os.path.normpath(DEFAULT_CONFIG))
+    parser.add_argument("--heads", choices=list(HEADS), default="faster", help="ROI heads")
     parser.add_argument("--iters", type=int, default=2, help="timed iterations per repeat")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--repeats", type=int, default=16)
@@ -272,7 +304,7 @@ def main():
     times, notes = time_variants(args.config_file, args)
     memory = {name: measure_memory(args.config_file, name, args) for name in VARIANTS}
     print(
-        f"{args.config_file}, batch {BATCH_SIZE} x {IMAGE_SIZE}x{IMAGE_SIZE}, "
+        f"{args.config_file}, {args.heads} heads, batch {BATCH_SIZE} x {IMAGE_SIZE}x{IMAGE_SIZE}, "
         f"{args.threads} thread(s), {args.repeats} repeats x {args.iters} iterations "
         f"after {args.warmup} warm-up"
     )

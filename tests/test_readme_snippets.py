@@ -1,4 +1,5 @@
-"""The README's "Use it in your project" snippets run as written.
+"""The README's "Use it in your project" snippets run as written, and its Mask R-CNN and
+Cascade R-CNN YAML snippets train on the model-zoo configs they name.
 
 Each Python snippet of that section runs verbatim in a folder where ``data/`` holds the
 synthetic splits as COCO files, ``configs/`` is the repository's, and ``my_hnm.yaml`` is the
@@ -12,8 +13,12 @@ import re
 from pathlib import Path
 
 import pytest
-from detectron2.config import CfgNode
+from detectron2 import model_zoo
+from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+
+import hnm_d2
+from hnm_d2.engine import HNMTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Use it in your project"
@@ -78,3 +83,39 @@ def test_readme_snippet_runs(snippet, project_folder, synthetic_datasets):
         assert namespace["results"]["negatives"]["num_images"] == 16
     else:
         assert os.path.exists(project_folder / cfg.OUTPUT_DIR / "model_final.pth")
+
+
+HEAD_SECTION = "## Mask R-CNN and Cascade R-CNN"
+
+
+def readme_head_snippets():
+    """(model-zoo config, the README's YAML for it) of each subsection of HEAD_SECTION."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split(HEAD_SECTION, 1)[1].split("\n## ", 1)[0]
+    subsections = section.split("\n### ")[1:]
+    zoo_configs = [re.search(r"On top of `(.+?\.yaml)`", sub).group(1) for sub in subsections]
+    snippets = [re.search(r"```yaml\n(.*?)```", sub, flags=re.S).group(1) for sub in subsections]
+    return list(zip(zoo_configs, snippets))
+
+
+@pytest.mark.parametrize("zoo_config, snippet", readme_head_snippets(), ids=["mask", "cascade"])
+def test_readme_head_snippet_trains_on_the_zoo_config(
+    zoo_config, snippet, tmp_path, synthetic_datasets
+):
+    (tmp_path / "snippet.yaml").write_text(snippet)
+    cfg = get_cfg()
+    hnm_d2.add_hnm_config(cfg)
+    cfg.merge_from_file(model_zoo.get_config_file(zoo_config))
+    cfg.merge_from_file(str(tmp_path / "snippet.yaml"))
+    for key, value in {**SHRINK, "MODEL.ROI_HEADS.NUM_CLASSES": 1}.items():
+        cfg.merge_from_list([key, value])
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (synthetic_datasets["train"],), ()
+    cfg.OUTPUT_DIR = str(tmp_path / "out")
+    trainer = HNMTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    heads = trainer.model.roi_heads
+    assert type(heads).__name__ == cfg.MODEL.ROI_HEADS.NAME and cfg.MODEL.MASK_ON
+    assert heads.ohem_enabled and heads.hard_negative_buffer is not None
+    assert all(p.bg_weight == 0.5 for p in heads._box_predictors())
+    assert (tmp_path / "out" / "model_final.pth").exists()

@@ -12,6 +12,7 @@ from helpers import run_python
 
 import hnm_d2
 from hnm_d2.config import validate_hnm_config
+from hnm_d2.modeling import HNMROIHeads
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -33,7 +34,8 @@ def test_every_yaml_loads_and_builds_a_model(path):
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
     assert type(model).__name__ == cfg.MODEL.META_ARCHITECTURE == "HNMRCNN"
-    assert type(model.roi_heads).__name__ == "HNMROIHeads"
+    assert type(model.roi_heads).__name__ == cfg.MODEL.ROI_HEADS.NAME
+    assert isinstance(model.roi_heads, HNMROIHeads)
     assert type(model.proposal_generator).__name__ == "HNMRPN"
 
 
@@ -62,6 +64,30 @@ def test_quick_schedule_trains_checkpoints_evaluates_and_resumes(tmp_path, synth
     assert "Starting training from iteration 4" in second
     assert last_logged_iteration(out) == 5
     assert torch.load(out / "model_final.pth", map_location="cpu")["iteration"] == 5
+
+
+@pytest.mark.parametrize(
+    "config, logged",
+    [
+        ("hnm_mask_all_mechanisms_instant_test.yaml", ["loss_mask", "hnm/ohem_kept_neg"]),
+        (
+            "hnm_cascade_all_mechanisms_instant_test.yaml",
+            ["loss_cls_stage2", "stage2/hnm/ohem_kept_neg", "hnm/rpn_ohem_neg"],
+        ),
+    ],
+)
+def test_mask_and_cascade_quick_schedules_train_and_evaluate(
+    config, logged, tmp_path, synthetic_root
+):
+    out = tmp_path / "out"
+    data = ["--config-file", f"configs/quick_schedules/{config}", "--synthetic", synthetic_root]
+    run_train_net(*data, "OUTPUT_DIR", out)
+    metrics = (out / "metrics.json").read_text()
+    assert all(f'"{name}"' in metrics for name in logged)
+    results = json.loads((out / "results.json").read_text())
+    assert "AP50" in results["bbox"] and "fa_per_image@0.5" in results["negatives"]
+    if "mask" in config:
+        assert "AP" in results["segm"]
 
 
 def test_eval_only_reports_false_alarms(tmp_path, synthetic_root):

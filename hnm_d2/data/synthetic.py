@@ -18,7 +18,8 @@ Shapes are placed one per cell of a 3x3 grid (at most 9 per image), so they neve
 every box lies inside the image. Each image is drawn from its own random generator seeded by
 (seed, split, index): the same arguments give byte-identical PNG files and JSON.
 
-The COCO JSON lists positive images first, then negatives (no annotations), with image ids
+Each target's annotation carries its box and its disk as a polygon (for Mask R-CNN). The COCO
+JSON lists positive images first, then negatives (no annotations), with image ids
 ``name_id_offset("synthetic_" + split) + index`` so the splits can be trained together (e.g. the
 mining loop adds pool images to the training set) without clashing ids.
 """
@@ -41,7 +42,7 @@ __all__ = ["DEFAULT_SPLIT_SIZES", "generate_synthetic_coco", "register_synthetic
 logger = logging.getLogger(__name__)
 
 # Bump when the drawing changes, so existing files made by older code are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: targets have a polygon "segmentation" (Mask R-CNN)
 CATEGORY = {"id": 1, "name": "target"}
 DISTRACTOR_KINDS = ("disk", "square", "ring")
 # split: (number of positive images, number of negative images)
@@ -135,6 +136,16 @@ def _render_image(rng: np.random.Generator, size: int, positive: bool):
 # ------------------------------------------------------------------------- COCO output
 
 
+def _disk_polygon(box: List[float], num_vertices: int = 16) -> List[float]:
+    """The target's disk (inscribed in its XYWH box) as a COCO polygon [x0, y0, x1, y1, ...],
+    so that Mask R-CNN configs train on the synthetic data too."""
+    x, y, w, h = box
+    angles = np.linspace(0, 2 * np.pi, num_vertices, endpoint=False)
+    xs = x + w / 2 * (1 + np.cos(angles))
+    ys = y + h / 2 * (1 + np.sin(angles))
+    return [round(float(v), 2) for v in np.stack([xs, ys], axis=1).reshape(-1)]
+
+
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode("utf-8")), index])
 
@@ -166,6 +177,7 @@ def _write_images(image_dir: Path, params: dict) -> Tuple[List[dict], List[dict]
                     "image_id": image_id,
                     "category_id": CATEGORY["id"],
                     "bbox": box,
+                    "segmentation": [_disk_polygon(box)],
                     "area": round(box[2] * box[3], 2),
                     "iscrowd": 0,
                 }

@@ -541,7 +541,8 @@ def build_hnm_evaluator(cfg, dataset_name, output_dir=None):
             to its "positives" subfolder); None means ``<cfg.OUTPUT_DIR>/inference``.
 
     Returns:
-        DatasetEvaluators: its results have "bbox" (COCOEvaluator on the whole set),
+        DatasetEvaluators: its results have "bbox" (COCOEvaluator on the whole set; "segm"
+        too with MODEL.MASK_ON),
         "bbox_positives" and "negatives" (see the module docstring).
 
     Raises:
@@ -550,5 +551,10 @@ def build_hnm_evaluator(cfg, dataset_name, output_dir=None):
     output_dir = _default_output_dir(cfg, output_dir)
     # Built first: a config error surfaces before COCOEvaluator converts the whole dataset.
     negatives = build_negative_evaluator(cfg, dataset_name, output_dir)
-    whole_set = COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_dir)
+    whole_set = COCOEvaluator(dataset_name, tasks=_coco_tasks(cfg), output_dir=output_dir)
     return DatasetEvaluators([whole_set, negatives])
+
+
+def _coco_tasks(cfg):
+    """The COCO tasks the model predicts: boxes, and masks for Mask R-CNN (MODEL.MASK_ON)."""
+    return ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)

@@ -4,9 +4,12 @@
 - ``HNMRPN`` (PROPOSAL_GENERATOR_REGISTRY): RPN with OHEM over anchors, background weight.
 - ``HNMROIHeads`` (ROI_HEADS_REGISTRY): StandardROIHeads with OHEM over RoIs and the
   hard-negative buffer, predictor ``HNMFastRCNNOutputLayers`` (background weight, focal loss).
+- ``HNMCascadeROIHeads`` (ROI_HEADS_REGISTRY): CascadeROIHeads with OHEM and down-weighting per
+  stage, the buffer fed from the last stage.
 """
 
 from .buffer import HardNegativeBuffer, image_key
+from .cascade_roi_heads import HNMCascadeROIHeads
 from .fast_rcnn import HNMFastRCNNOutputLayers
 from .meta_arch import HNMRCNN
 from .roi_heads import HNMROIHeads
@@ -16,6 +19,7 @@ __all__ = [
     "HNMRCNN",
     "HNMRPN",
     "HNMROIHeads",
+    "HNMCascadeROIHeads",
     "HNMFastRCNNOutputLayers",
     "HardNegativeBuffer",
     "image_key",

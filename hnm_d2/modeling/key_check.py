@@ -16,6 +16,14 @@ from ..config import HNMConfigError
 __all__ = ["check_hnm_keys_are_used"]
 
 
+# The hnm_d2 class to name instead of a stock one.
+_HNM_VARIANTS = {
+    "StandardROIHeads": "HNMROIHeads",
+    "CascadeROIHeads": "HNMCascadeROIHeads",
+    "RPN": "HNMRPN",
+    "GeneralizedRCNN": "HNMRCNN",
+}
+
 # How each key reads when its mechanism is off.
 _DEFAULTS = {
     "MODEL.HNM.ROI_OHEM.ENABLED": "False",
@@ -106,7 +114,13 @@ def check_hnm_keys_are_used(cfg) -> None:
             raise HNMConfigError(
                 f"{', '.join(keys)} switched on, but {name_key} = {name!r}, which does not read "
                 f"MODEL.HNM keys: the mechanism would silently not run. Either set {name_key} "
-                f"to {reader.__name__!r} or a subclass of it (hnm_d2 has no variant of {name!r} "
-                f"otherwise), or set {', '.join(keys)} back to the default "
+                f"to {_variant_of(name, reader)}, or set {', '.join(keys)} back to the default "
                 f"({', '.join(_DEFAULTS[k] for k in keys)})."
             )
+
+
+def _variant_of(name: str, reader: type) -> str:
+    """How to name the hnm_d2 class that replaces the configured class ``name``."""
+    if name in _HNM_VARIANTS:
+        return repr(_HNM_VARIANTS[name])
+    return f"{reader.__name__!r} or a subclass of it (hnm_d2 has no variant of {name!r})"

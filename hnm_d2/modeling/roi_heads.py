@@ -34,7 +34,7 @@ from .feature_memory import HardNegativeFeatureMemory
 from .key_check import check_hnm_keys_are_used
 from .ohem import select_hard_rois
 
-__all__ = ["HNMROIHeads"]
+__all__ = ["HNMROIHeads", "hnm_predictor_replacing"]
 
 # Stock sampling with this budget and positive fraction 1 hands over every labelled proposal.
 _SAMPLE_EVERY_PROPOSAL = 2**31 - 1
@@ -167,52 +167,50 @@ class HNMROIHeads(StandardROIHeads):
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
-        # The stock predictor has drawn its initial weights already. The replacement is drawn
-        # with the random state restored afterwards, then given those weights: a seeded build
-        # of this model consumes the random numbers a seeded stock build does, so its initial
-        # weights, RoI and anchor sampling and data order after it are stock detectron2's.
-        # (Models are built on the CPU before moving to MODEL.DEVICE: the CPU state is the one.)
-        with torch.random.fork_rng(devices=[]):
-            predictor = HNMFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
-        predictor.load_state_dict(ret["box_predictor"].state_dict())
-        ret["box_predictor"] = predictor
+        ret["box_predictor"] = hnm_predictor_replacing(
+            cfg, ret["box_predictor"], ret["box_head"].output_shape
+        )
         return ret
+
+    def _box_predictors(self) -> list:
+        """The box predictor of each stage (one here; a cascade has several)."""
+        return [self.box_predictor]
 
     def _check_ohem_supported(self):
         """Refuse, at build time, what ROI OHEM does not train correctly."""
-        predictor = self.box_predictor
-        if not isinstance(predictor, HNMFastRCNNOutputLayers):
-            raise HNMConfigError(
-                "MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) needs the box predictor "
-                "HNMFastRCNNOutputLayers, which ranks RoIs by loss; got "
-                f"{type(predictor).__name__}. Build the heads from a config (MODEL.ROI_HEADS.NAME "
-                "'HNMROIHeads' swaps it in), or pass box_predictor=HNMFastRCNNOutputLayers(...) "
-                "(LazyConfig: L(HNMFastRCNNOutputLayers)(...))."
-            )
+        for predictor in self._box_predictors():
+            self._check_ohem_predictor(predictor)
         # setting -> (is it set, how to turn it off)
         unsupported = {
             "MODEL.KEYPOINT_ON (a keypoint head)": (
                 self.keypoint_on,
                 "set MODEL.KEYPOINT_ON False",
             ),
-            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": (
-                self.train_on_pred_boxes,
-                "set it False",
-            ),
-            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": (predictor.use_sigmoid_ce, "set it False"),
-            f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {predictor.box_reg_loss_type!r}": (
-                predictor.box_reg_loss_type != "smooth_l1",
-                "use 'smooth_l1'",
-            ),
+            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": (self.train_on_pred_boxes, "set it False"),
         }
-        for setting, (is_set, fix) in unsupported.items():
-            if is_set:
-                raise HNMConfigError(
-                    f"MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) is not supported with "
-                    f"{setting}: OHEM ranks and trains the softmax box branch of Faster R-CNN "
-                    f"by its cross-entropy and smooth-L1 losses. Either {fix}, or turn "
-                    "MODEL.HNM.ROI_OHEM.ENABLED off."
-                )
+        _refuse_ohem_with(unsupported)
+
+    @staticmethod
+    def _check_ohem_predictor(predictor):
+        """Refuse a box predictor (of any stage) whose losses OHEM cannot rank by."""
+        if not isinstance(predictor, HNMFastRCNNOutputLayers):
+            raise HNMConfigError(
+                "MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) needs the box predictor "
+                "HNMFastRCNNOutputLayers, which ranks RoIs by loss; got "
+                f"{type(predictor).__name__}. Build the heads from a config (MODEL.ROI_HEADS.NAME "
+                "'HNMROIHeads' or 'HNMCascadeROIHeads' swaps it in), or pass "
+                "HNMFastRCNNOutputLayers(...) as the box predictor (LazyConfig: "
+                "L(HNMFastRCNNOutputLayers)(...))."
+            )
+        _refuse_ohem_with(
+            {
+                "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": (predictor.use_sigmoid_ce, "set it False"),
+                f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {predictor.box_reg_loss_type!r}": (
+                    predictor.box_reg_loss_type != "smooth_l1",
+                    "use 'smooth_l1'",
+                ),
+            }
+        )
 
     def _check_memory_supported(self):
         """Refuse, at build time, a predictor whose loss the memory cannot add to."""
@@ -468,7 +466,7 @@ class HNMROIHeads(StandardROIHeads):
         Returns:
             Tensor: (R,), detached.
         """
-        if self.box_predictor.use_sigmoid_ce:
+        if self._box_predictors()[-1].use_sigmoid_ce:
             probs = class_logits.sigmoid()
         else:
             probs = F.softmax(class_logits, dim=-1)
@@ -480,9 +478,14 @@ class HNMROIHeads(StandardROIHeads):
         model of this iteration (an extra pass over at most PER_IMAGE boxes per image)."""
         buffered = self._current_visit().buffered
         boxes = [b.proposal_boxes for b in buffered]
+        class_logits = self._last_stage_class_logits(features, boxes)
+        return self._object_scores(class_logits).split([len(b) for b in buffered])
+
+    def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]):
+        """The class logits (R, K + 1) of the box predictor (a cascade's last) on ``boxes``."""
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
         class_logits, _ = self.box_predictor(self.box_head(pooled))
-        return self._object_scores(class_logits).split([len(b) for b in buffered])
+        return class_logits
 
     def _remember_hard_negatives(self, features, proposals: List[Instances], predictions):
         """Replace each image's buffered boxes by the hard negatives of this visit.
@@ -544,6 +547,36 @@ class HNMROIHeads(StandardROIHeads):
         scores = self._object_scores(predictions[0])
         self.feature_memory.add(pooled[is_bg], scores[is_bg], get_event_storage().iter)
         get_event_storage().put_scalar("hnm/memory_size", self.feature_memory.num_entries)
+
+
+def hnm_predictor_replacing(cfg, stock_predictor, input_shape, **kwargs):
+    """An :class:`HNMFastRCNNOutputLayers` with the weights of ``stock_predictor``.
+
+    The stock predictor has drawn its initial weights already. The replacement is drawn with
+    the random state restored afterwards, then given those weights: a seeded build of an hnm_d2
+    model consumes the random numbers a seeded stock build does, so its initial weights, RoI
+    and anchor sampling and data order after it are stock detectron2's. (Models are built on
+    the CPU before moving to MODEL.DEVICE: the CPU state is the one.)
+
+    Args:
+        kwargs: arguments that override the config's (a cascade stage's box2box_transform).
+    """
+    with torch.random.fork_rng(devices=[]):
+        predictor = HNMFastRCNNOutputLayers(cfg, input_shape, **kwargs)
+    predictor.load_state_dict(stock_predictor.state_dict())
+    return predictor
+
+
+def _refuse_ohem_with(unsupported: Dict[str, tuple]) -> None:
+    """Raise naming the first setting that is on; ``unsupported``: setting -> (is on, fix)."""
+    for setting, (is_set, fix) in unsupported.items():
+        if is_set:
+            raise HNMConfigError(
+                f"MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) is not supported with "
+                f"{setting}: OHEM ranks and trains the softmax box branch of Faster R-CNN "
+                f"by its cross-entropy and smooth-L1 losses. Either {fix}, or turn "
+                "MODEL.HNM.ROI_OHEM.ENABLED off."
+            )
 
 
 def _required_input(batched_input: Dict, field: str, index: int):

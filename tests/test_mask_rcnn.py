@@ -1,0 +1,103 @@
+"""Mask R-CNN (and Cascade Mask R-CNN) with every hnm_d2 mechanism: each trains with a finite
+mask loss, the mask head sees only foreground RoIs (never the buffer's background boxes), and
+detectron2's own model-zoo R50-FPN configs train once their names point at hnm_d2's classes.
+(OHEM's choice of the mask head's RoIs: test_drop_in.py.)"""
+
+import pytest
+import torch
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+from test_drop_in import with_masks
+from test_heads import EVERYTHING_ON, batch, seeded_model, tiny_cfg
+
+import hnm_d2
+from hnm_d2.modeling import HNMCascadeROIHeads, HNMROIHeads
+
+MECHANISMS = {
+    "roi_ohem": {"MODEL.HNM.ROI_OHEM.ENABLED": True},
+    "rpn_ohem": {"MODEL.HNM.RPN_OHEM.ENABLED": True},
+    "buffer": {"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0},
+    "feature_memory": {
+        "MODEL.HNM.BUFFER.ENABLED": True,
+        "MODEL.HNM.BUFFER.MODE": "features",
+        "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0,
+    },
+    "bg_weight": {"MODEL.HNM.ROI_BG_WEIGHT": 0.5, "MODEL.HNM.RPN_BG_WEIGHT": 0.5},
+    "focal": {"MODEL.HNM.ROI_FOCAL.ENABLED": True},
+    "everything": EVERYTHING_ON,
+}
+
+
+def masked_batch():
+    inputs = batch()
+    with_masks([x["instances"] for x in inputs])
+    return inputs
+
+
+def train_steps(model, steps=2):
+    """Losses of each of ``steps`` SGD steps on the same batch, and the storage's scalars."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
+    history = []
+    with EventStorage() as storage:
+        for _ in range(steps):
+            losses = model(masked_batch())
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            storage.step()
+            history.append(losses)
+    return history, set(storage.histories())
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS, ids=list(MECHANISMS))
+def test_mask_rcnn_trains_with_the_mechanism_on_foreground_rois_only(mechanism):
+    model = seeded_model(tiny_cfg(**{"MODEL.MASK_ON": True}, **MECHANISMS[mechanism]))
+    heads = model.roi_heads
+    fg_given, mask_rois = [], []
+    forward_mask = heads._forward_mask
+
+    def recording_forward_mask(features, instances):
+        if instances is not None:
+            fg_given.append(sum(int((x.gt_classes != heads.num_classes).sum()) for x in instances))
+        return forward_mask(features, instances)
+
+    heads._forward_mask = recording_forward_mask
+    heads.mask_head.register_forward_pre_hook(lambda _m, args: mask_rois.append(args[0].shape[0]))
+    history, scalars = train_steps(model)
+    for losses in history:
+        assert "loss_mask" in losses and all(torch.isfinite(v) for v in losses.values()), losses
+    # The mask head pooled exactly the foreground RoIs it was handed, at every step.
+    assert mask_rois == fg_given and all(n > 0 for n in mask_rois)
+    if mechanism == "buffer":
+        assert "hnm/buffer_injected" in scalars and heads.hard_negative_buffer.num_entries > 0
+
+
+ZOO_CONFIGS = {
+    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml": HNMROIHeads,
+    "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml": HNMCascadeROIHeads,
+}
+
+
+@pytest.mark.parametrize("zoo_config", ZOO_CONFIGS)
+def test_model_zoo_r50_fpn_mask_configs_train_with_every_mechanism(zoo_config):
+    cfg = get_cfg()
+    hnm_d2.add_hnm_config(cfg)
+    cfg.merge_from_file(model_zoo.get_config_file(zoo_config))
+    stock_heads = cfg.MODEL.ROI_HEADS.NAME
+    cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.PROPOSAL_GENERATOR.NAME = "HNMRCNN", "HNMRPN"
+    cfg.MODEL.ROI_HEADS.NAME = {"StandardROIHeads": "HNMROIHeads"}.get(
+        stock_heads, "HNMCascadeROIHeads"
+    )
+    cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS, cfg.MODEL.ROI_HEADS.NUM_CLASSES = "cpu", "", 1
+    options = dict(EVERYTHING_ON, **{"MODEL.HNM.BUFFER.WARMUP_ITERS": 0})
+    cfg.merge_from_list([item for pair in options.items() for item in pair])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    assert type(model.roi_heads) is ZOO_CONFIGS[zoo_config]
+    history, scalars = train_steps(model, steps=1)
+    assert "loss_mask" in history[0] and all(torch.isfinite(v) for v in history[0].values())
+    assert any(name.endswith("hnm/ohem_kept_neg") for name in scalars)
+    assert "hnm/buffer_size" in scalars
