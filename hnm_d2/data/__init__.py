@@ -1,7 +1,7 @@
 """Data path of hnm_d2: registration of datasets with negative images, annotation checks, the
 negative-aware mapper, the negative-share sampler, the train loader and synthetic data."""
 
-from .build import build_hnm_train_loader
+from .build import build_hnm_train_loader, build_negative_share_train_loader
 from .datasets import (
     IMAGE_EXTENSIONS,
     add_registration_arguments,
@@ -47,6 +47,7 @@ __all__ = [
     "SUBSET_KINDS",
     "add_registration_arguments",
     "build_hnm_train_loader",
+    "build_negative_share_train_loader",
     "build_training_sampler",
     "describe_annotation",
     "find_annotation_problem",

@@ -1,16 +1,21 @@
-"""``build_hnm_train_loader``: detectron2's train loader with the negative-aware mapper, sampler."""
+"""Training loaders: detectron2's, with the negative-aware mapper and the negative-share sampler.
+
+``build_hnm_train_loader`` builds from a yacs config; ``build_negative_share_train_loader`` takes
+plain arguments, for LazyConfig (``L(build_negative_share_train_loader)(...)``).
+"""
 
 import logging
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 
 from ..config import validate_hnm_config
 from ..modeling.key_check import check_hnm_keys_are_used
 from .mapper import NegativeAwareDatasetMapper
-from .sampler import build_training_sampler
+from .sampler import NegativeShareTrainingSampler, build_training_sampler
+from .subsets import is_negative_image
 
-__all__ = ["build_hnm_train_loader"]
+__all__ = ["build_hnm_train_loader", "build_negative_share_train_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +53,27 @@ def build_hnm_train_loader(cfg, mapper: Optional[Callable] = None):
     use_stock_sampler = cfg.HNM.DATA.NEGATIVE_FRACTION == -1
     sampler = None if use_stock_sampler else build_training_sampler(cfg, dataset)
     return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
+
+
+def build_negative_share_train_loader(
+    dataset: List[dict], *, negative_fraction: float, seed: Optional[int] = None, **kwargs
+):
+    """detectron2's train loader drawing ``negative_fraction`` of its images from the negative
+    ones: HNM.DATA.NEGATIVE_FRACTION without a yacs config (LazyConfig).
+
+    Args:
+        dataset (list[dict]): the training dataset dicts, negatives kept (``filter_empty=False``).
+        negative_fraction (float): in [0, 1], the share of negative images drawn; -1 = their
+            natural share (detectron2's own sampler), as HNM.DATA.NEGATIVE_FRACTION -1.
+        seed (int or None): the sampler's seed; None = one random seed shared by every rank.
+        kwargs: the other arguments of detectron2's ``build_detection_train_loader`` (mapper,
+            total_batch_size, num_workers, ...).
+
+    Returns:
+        detectron2's infinite training DataLoader.
+    """
+    if negative_fraction == -1:
+        return build_detection_train_loader(dataset, **kwargs)
+    flags = [is_negative_image(d) for d in dataset]
+    sampler = NegativeShareTrainingSampler(flags, negative_fraction, seed=seed)
+    return build_detection_train_loader(dataset, sampler=sampler, **kwargs)

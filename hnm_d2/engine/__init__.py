@@ -1,3 +1,4 @@
+from .buffer_hook import HardNegativeBufferSync
 from .checkpoint import AtomicDetectionCheckpointer, CheckpointError
 from .launcher import (
     hnm_argument_parser,
@@ -16,6 +17,7 @@ __all__ = [
     "AtomicDetectionCheckpointer",
     "CheckpointError",
     "HNMTrainer",
+    "HardNegativeBufferSync",
     "MiningStateError",
     "hnm_argument_parser",
     "images_per_round",
