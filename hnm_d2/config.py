@@ -10,7 +10,7 @@ import math
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_hnm_config", "validate_hnm_config", "HNMConfigError"]
+__all__ = ["add_hnm_config", "validate_hnm_config", "check_arguments", "HNMConfigError"]
 
 
 class HNMConfigError(ValueError):
@@ -198,3 +198,24 @@ def validate_hnm_config(cfg, prefix=""):
         numeric = not isinstance(value, (str, list, tuple))
         if (numeric and not _is_finite_number(value)) or not check(value):
             raise HNMConfigError(f"{key} = {value!r} is invalid: allowed is {allowed}.")
+
+
+def check_arguments(owner: str, arguments: dict) -> None:
+    """Check constructor arguments against the ranges of the config keys they stand for.
+
+    A part built without a config (LazyConfig's ``instantiate``) never runs
+    :func:`validate_hnm_config`; this makes its bad values fail at build time too, naming the
+    argument and the key.
+
+    Args:
+        owner (str): the class the arguments are given to, for the message.
+        arguments (dict): config key -> (argument name, value); a None value is not checked.
+    """
+    for key, (name, value) in arguments.items():
+        check, allowed = _RANGES[key]
+        numeric = not isinstance(value, (str, list, tuple))
+        if value is not None and ((numeric and not _is_finite_number(value)) or not check(value)):
+            raise HNMConfigError(
+                f"{owner}({name}={value!r}) is invalid: allowed is {allowed} (the config key "
+                f"{key})."
+            )

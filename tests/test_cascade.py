@@ -6,9 +6,19 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.modeling.roi_heads import CascadeROIHeads
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import EventStorage
-from test_heads import batch, seeded_losses, seeded_model, tiny_cfg
+from test_heads import (
+    HEIGHT,
+    WIDTH,
+    batch,
+    grid_proposals,
+    instances,
+    rpn_like_proposals,
+    seeded_losses,
+    seeded_model,
+    tiny_cfg,
+)
 
 from hnm_d2.config import HNMConfigError
 from hnm_d2.modeling import HNMCascadeROIHeads, HNMFastRCNNOutputLayers, HNMROIHeads, image_key
@@ -128,3 +138,66 @@ def test_stock_cascade_with_hnm_keys_is_refused_naming_the_hnm_variant():
     cfg.MODEL.META_ARCHITECTURE = "HNMRCNN"
     with pytest.raises(HNMConfigError, match="'CascadeROIHeads'.*'HNMCascadeROIHeads'"):
         build_model(cfg)
+
+
+def random_features():
+    generator = torch.Generator().manual_seed(5)
+    return {
+        f"p{level}": torch.randn(
+            2, 32, HEIGHT >> level, WIDTH >> level, generator=generator
+        ).requires_grad_()
+        for level in (2, 3, 4, 5)
+    }
+
+
+def test_buffer_records_only_what_stage_0_calls_background():
+    # The last stage labels background below IoU 0.7; the buffer re-injects at stage 0, which
+    # calls a box at IoU 0.5-0.7 foreground: such boxes must not be recorded. Proposals: shifted
+    # copies of the object at IoU ~0.58 (an untrained stage barely moves a box) and background.
+    options = {"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0}
+    heads = seeded_model(cascade_cfg(**options)).roi_heads
+    obj = torch.tensor([[10.0, 8, 40, 40]])
+    shifted = torch.cat([obj + torch.tensor([dx, 0, dx, 0]) for dx in (8.0, 8.5, -8.0, -7.5)])
+    proposals = [rpn_like_proposals(torch.cat([shifted, grid_proposals(20) + 50])) for _ in "ab"]
+    targets = [instances(obj.tolist()), instances([])]
+    inputs = batch()
+    with EventStorage(), heads.visiting(inputs):
+        heads(None, random_features(), proposals, targets)
+    boxes, _ = heads.hard_negative_buffer.boxes_of(image_key(inputs[0]["file_name"]))
+    assert len(boxes) > 0
+    assert pairwise_iou(Boxes(obj), Boxes(boxes)).max() < 0.5
+
+
+def labelled_candidates(heads, targets):
+    proposals = [rpn_like_proposals(grid_proposals(60)), rpn_like_proposals(grid_proposals(60))]
+    with EventStorage():
+        return heads.label_and_sample_proposals(proposals, targets)
+
+
+def test_ohem_keeping_every_candidate_trains_as_the_stock_cascade():
+    # B above the number of candidates and no NMS: OHEM keeps them all, so each stage's losses
+    # and the gradients reaching the features are the stock cascade's (up to summation order).
+    options = {
+        "MODEL.HNM.ROI_OHEM.ENABLED": True,
+        "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": 1000,
+        "MODEL.HNM.ROI_OHEM.NMS_THRESH": 1.0,
+    }
+    heads = seeded_model(cascade_cfg(**options)).roi_heads
+    targets = [instances([[10, 8, 40, 40], [50, 20, 80, 56]]), instances([])]
+    candidates = labelled_candidates(heads, targets)
+    features = random_features()
+    with EventStorage():
+        ohem = heads._forward_box(features, [c[:] for c in candidates], targets)
+        ohem_grads = torch.autograd.grad(sum(ohem.values()), list(features.values()))
+        stock = CascadeROIHeads._forward_box(heads, features, [c[:] for c in candidates], targets)
+        stock_grads = torch.autograd.grad(sum(stock.values()), list(features.values()))
+    assert ohem.keys() == stock.keys() and len(stock) == 2 * STAGES
+    for key in stock:
+        torch.testing.assert_close(ohem[key], stock[key], msg=key)
+    for ohem_grad, stock_grad in zip(ohem_grads, stock_grads):
+        torch.testing.assert_close(ohem_grad, stock_grad)
+
+
+def test_ohem_accepts_train_on_pred_boxes_which_the_cascade_never_reads():
+    options = {"MODEL.HNM.ROI_OHEM.ENABLED": True, "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": True}
+    assert build_model(cascade_cfg(**options)).roi_heads.ohem_enabled

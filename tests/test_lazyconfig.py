@@ -19,6 +19,7 @@ from helpers import run_python
 from omegaconf import ListConfig, OmegaConf
 
 import hnm_d2
+from hnm_d2.config import HNMConfigError
 from hnm_d2.data import NegativeAwareDatasetMapper
 from hnm_d2.evaluation import NegativeImageEvaluator
 from hnm_d2.modeling import (
@@ -274,3 +275,25 @@ def test_readme_command_trains_evaluates_and_checkpoints(tmp_path, synthetic_roo
         timeout=300,
     )
     assert json.loads((evaluation / "results.json").read_text()).keys() == results.keys()
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("model.roi_heads.ohem_nms_thresh=0", r"HNMROIHeads\(ohem_nms_thresh=0\).*NMS_THRESH"),
+        ("model.roi_heads.box_predictor.bg_weight=-1", r"bg_weight=-1\).*ROI_BG_WEIGHT"),
+        ("model.proposal_generator.bg_weight=-1", r"HNMRPN\(bg_weight=-1\).*RPN_BG_WEIGHT"),
+        ("model.roi_heads.hard_negative_buffer.capacity=0", r"capacity=0\).*BUFFER.CAPACITY"),
+    ],
+)
+def test_bad_constructor_arguments_fail_at_build_time_naming_the_key(override, named):
+    # Built without a yacs config, nothing runs validate_hnm_config: the constructors check.
+    with pytest.raises(HNMConfigError, match=named):
+        instantiate(load_lazy(ALL, [override]).model)
+
+
+def test_the_negative_share_loader_refuses_a_sampler_of_its_own(synthetic_datasets):
+    cfg = load_lazy(BASE, TINY)
+    cfg.dataloader.train.sampler = None
+    with pytest.raises(ValueError, match="drop sampler=.*negative_fraction -1"):
+        instantiate(cfg.dataloader.train)

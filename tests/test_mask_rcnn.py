@@ -1,7 +1,8 @@
 """Mask R-CNN (and Cascade Mask R-CNN) with every hnm_d2 mechanism: each trains with a finite
-mask loss, the mask head sees only foreground RoIs (never the buffer's background boxes), and
-detectron2's own model-zoo R50-FPN configs train once their names point at hnm_d2's classes.
-(OHEM's choice of the mask head's RoIs: test_drop_in.py.)"""
+mask loss, the mask head sees only foreground RoIs (never the buffer's background boxes; under
+OHEM the kept ones, at stage 0 in a cascade), and detectron2's own model-zoo R50-FPN configs
+train once their names point at hnm_d2's classes. (The standard heads' OHEM choice of mask RoIs:
+test_drop_in.py.)"""
 
 import pytest
 import torch
@@ -9,14 +10,24 @@ from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
+from test_cascade import random_features
 from test_drop_in import with_masks
-from test_heads import EVERYTHING_ON, batch, seeded_model, tiny_cfg
+from test_heads import (
+    EVERYTHING_ON,
+    batch,
+    grid_proposals,
+    instances,
+    rpn_like_proposals,
+    seeded_model,
+    tiny_cfg,
+)
 
 import hnm_d2
 from hnm_d2.modeling import HNMCascadeROIHeads, HNMROIHeads
 
 MECHANISMS = {
-    "roi_ohem": {"MODEL.HNM.ROI_OHEM.ENABLED": True},
+    # A small OHEM batch, so that OHEM drops foreground RoIs too.
+    "roi_ohem": {"MODEL.HNM.ROI_OHEM.ENABLED": True, "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": 8},
     "rpn_ohem": {"MODEL.HNM.RPN_OHEM.ENABLED": True},
     "buffer": {"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0},
     "feature_memory": {
@@ -51,16 +62,30 @@ def train_steps(model, steps=2):
     return history, set(storage.histories())
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS, ids=list(MECHANISMS))
-def test_mask_rcnn_trains_with_the_mechanism_on_foreground_rois_only(mechanism):
-    model = seeded_model(tiny_cfg(**{"MODEL.MASK_ON": True}, **MECHANISMS[mechanism]))
+CASCADE = {
+    "MODEL.ROI_HEADS.NAME": "HNMCascadeROIHeads",
+    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True,
+}
+# (heads, mechanism): the cascade refuses the feature memory (test_cascade.py).
+CASES = [({}, m) for m in MECHANISMS] + [(CASCADE, m) for m in MECHANISMS if m != "feature_memory"]
+
+
+@pytest.mark.parametrize(
+    "heads_options, mechanism",
+    CASES,
+    ids=[f"{'cascade' if h else 'standard'}-{m}" for h, m in CASES],
+)
+def test_mask_rcnn_trains_with_the_mechanism_on_foreground_rois_only(heads_options, mechanism):
+    options = {"MODEL.MASK_ON": True, **heads_options, **MECHANISMS[mechanism]}
+    model = seeded_model(tiny_cfg(**options))
     heads = model.roi_heads
     fg_given, mask_rois = [], []
     forward_mask = heads._forward_mask
 
     def recording_forward_mask(features, instances):
-        if instances is not None:
-            fg_given.append(sum(int((x.gt_classes != heads.num_classes).sum()) for x in instances))
+        # Under OHEM the heads hand the mask branch the RoIs OHEM kept (at stage 0).
+        given = heads._ohem_kept if heads.ohem_enabled else instances
+        fg_given.append(sum(int((x.gt_classes != heads.num_classes).sum()) for x in given))
         return forward_mask(features, instances)
 
     heads._forward_mask = recording_forward_mask
@@ -72,6 +97,43 @@ def test_mask_rcnn_trains_with_the_mechanism_on_foreground_rois_only(mechanism):
     assert mask_rois == fg_given and all(n > 0 for n in mask_rois)
     if mechanism == "buffer":
         assert "hnm/buffer_injected" in scalars and heads.hard_negative_buffer.num_entries > 0
+
+
+def test_cascade_ohem_trains_the_mask_on_stage_0s_kept_foreground(monkeypatch):
+    options = {
+        "MODEL.MASK_ON": True,
+        **CASCADE,
+        "MODEL.HNM.ROI_OHEM.ENABLED": True,
+        "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": 8,
+    }
+    heads = seeded_model(tiny_cfg(**options)).roi_heads
+    selections, mask_rois = [], []
+    select = heads._select_hard_rois
+
+    def recording_select(proposals, losses):
+        selections.append((proposals, select(proposals, losses)))
+        return selections[-1][1]
+
+    monkeypatch.setattr(heads, "_select_hard_rois", recording_select)
+    heads.mask_head.register_forward_pre_hook(lambda _m, args: mask_rois.append(args[0].shape[0]))
+    # 20 near-copies of each object (foreground, overlapping: OHEM's NMS keeps few of them) and
+    # 40 background boxes per image; the second image is negative.
+    objects = torch.tensor([[10.0, 8, 40, 40], [50, 20, 80, 56]])
+    copies = (objects[:, None] + torch.arange(10.0)[None, :, None] * 0.5).reshape(-1, 4)
+    proposals = [
+        rpn_like_proposals(torch.cat([copies, copies + 1, grid_proposals(40)])),
+        rpn_like_proposals(grid_proposals(40)),
+    ]
+    targets = with_masks([instances(objects.tolist()), instances([])])
+    with EventStorage():
+        _, losses = heads(None, random_features(), proposals, targets)
+    assert torch.isfinite(losses["loss_mask"])
+    (candidates, keep), *later_stages = selections
+    assert len(later_stages) == 2
+    is_fg = [c.gt_classes != heads.num_classes for c in candidates]
+    kept_fg = sum(int(fg[k].sum()) for fg, k in zip(is_fg, keep))
+    # Stage 0's kept foreground, as stock Cascade R-CNN trains the mask on stage 0's RoIs.
+    assert mask_rois == [kept_fg] and 0 < kept_fg < sum(int(fg.sum()) for fg in is_fg)
 
 
 ZOO_CONFIGS = {

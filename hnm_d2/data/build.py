@@ -72,8 +72,19 @@ def build_negative_share_train_loader(
     Returns:
         detectron2's infinite training DataLoader.
     """
+    if "sampler" in kwargs:
+        raise ValueError(
+            "build_negative_share_train_loader builds its own sampler from negative_fraction: "
+            "drop sampler=, or use detectron2's build_detection_train_loader for your sampler "
+            "(negative_fraction -1 is detectron2's TrainingSampler)."
+        )
+    flags = [is_negative_image(d) for d in dataset]
+    if not any(flags):
+        logger.warning(
+            "The training dataset holds no negative image: get_detection_dataset_dicts drops "
+            "them unless filter_empty=False (LazyConfig: dataloader.train.dataset.filter_empty)."
+        )
     if negative_fraction == -1:
         return build_detection_train_loader(dataset, **kwargs)
-    flags = [is_negative_image(d) for d in dataset]
     sampler = NegativeShareTrainingSampler(flags, negative_fraction, seed=seed)
     return build_detection_train_loader(dataset, sampler=sampler, **kwargs)

@@ -98,12 +98,13 @@ def _check_fraction(fraction: float, num_negative: int, num_positive: int) -> No
         raise ValueError(
             f"negative_fraction {fraction:g} asks for negative images, but {counts}. Add "
             "negative images (and set DATALOADER.FILTER_EMPTY_ANNOTATIONS False, which "
-            "otherwise removes them), or set HNM.DATA.NEGATIVE_FRACTION 0 or -1."
+            "otherwise removes them; LazyConfig: get_detection_dataset_dicts(filter_empty="
+            "False)), or set HNM.DATA.NEGATIVE_FRACTION (LazyConfig: negative_fraction) 0 or -1."
         )
     if fraction < 1 and num_positive == 0:
         raise ValueError(
             f"negative_fraction {fraction:g} asks for positive images, but {counts}. Add "
-            "positive images, or set HNM.DATA.NEGATIVE_FRACTION 1."
+            "positive images, or set HNM.DATA.NEGATIVE_FRACTION (LazyConfig: negative_fraction) 1."
         )
 
 

@@ -34,6 +34,7 @@ from detectron2.utils import comm
 from torch import nn
 from torchvision.ops import nms
 
+from ..config import check_arguments
 from ..data.identity import image_identity
 
 __all__ = [
@@ -200,6 +201,17 @@ class HardNegativeBuffer(nn.Module):
             warmup_iters (int): iterations before the first box is recorded: an untrained
                 model scores every box alike (MODEL.HNM.BUFFER.WARMUP_ITERS).
         """
+        check_arguments(
+            type(self).__name__,
+            {
+                "MODEL.HNM.BUFFER.CAPACITY": ("capacity", capacity),
+                "MODEL.HNM.BUFFER.PER_IMAGE": ("per_image", per_image),
+                "MODEL.HNM.BUFFER.MAX_AGE": ("max_age", max_age),
+                "MODEL.HNM.BUFFER.DEDUP_IOU": ("dedup_iou", dedup_iou),
+                "MODEL.HNM.BUFFER.SCORE_THRESH": ("score_thresh", score_thresh),
+                "MODEL.HNM.BUFFER.WARMUP_ITERS": ("warmup_iters", warmup_iters),
+            },
+        )
         super().__init__()
         self.capacity = capacity
         self.per_image = per_image

@@ -10,16 +10,22 @@ Everything is off by default, and off means stock Cascade R-CNN: the overrides h
   its own top-B by loss, and hands the next stage the refined boxes of *all* its candidates,
   as stock Cascade R-CNN hands over every sampled RoI: each stage mines from the whole
   distribution of its input, not from what the stage before found hard.
-- Buffer (MODEL.HNM.BUFFER, MODE "boxes"): the last stage's background RoIs, scored by the last
-  stage, are recorded; they come back as stage-0 proposals on the image's next visit. The
-  mask head (Mask R-CNN) trains on stage 0's RoIs as stock, under OHEM on the kept ones.
+- Buffer (MODEL.HNM.BUFFER, MODE "boxes"): the last stage's background RoIs are scored by the
+  last stage (its probability on its input box; inference averages the stages' probabilities
+  on the refined boxes, so a stored score approximates the detection score) and recorded; they
+  come back as stage-0 proposals on the image's next visit. A RoI counts as background by stage
+  0's matcher (IoU < 0.5 by default), the one that labels it when it comes back, not by the last
+  stage's stricter one.
+
+The mask head (Mask R-CNN) trains on stage 0's RoIs as stock, under OHEM on the kept ones.
 """
 
 from typing import Dict, List
 
 import torch
+from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 
 from ..config import HNMConfigError
@@ -37,14 +43,6 @@ class HNMCascadeROIHeads(CascadeROIHeads, HNMROIHeads):
     per stage.
     """
 
-    def _check_memory_supported(self):
-        raise HNMConfigError(
-            "MODEL.HNM.BUFFER.MODE 'features' (feature_memory) is not supported by "
-            "HNMCascadeROIHeads: the memory re-feeds pooled features to a single box head, and a "
-            "cascade has one per stage. Use MODEL.HNM.BUFFER.MODE 'boxes' (the buffer fed from "
-            "the last stage), or MODEL.ROI_HEADS.NAME 'HNMROIHeads'."
-        )
-
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
@@ -59,9 +57,24 @@ class HNMCascadeROIHeads(CascadeROIHeads, HNMROIHeads):
     def _box_predictors(self) -> list:
         return list(self.box_predictor)
 
+    def _settings_ohem_cannot_train(self) -> Dict[str, tuple]:
+        settings = super()._settings_ohem_cannot_train()
+        # CascadeROIHeads never reads it: its later stages train on refined boxes anyway.
+        settings.pop("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES")
+        return settings
+
+    def _check_memory_supported(self):
+        raise HNMConfigError(
+            "MODEL.HNM.BUFFER.MODE 'features' (feature_memory) is not supported by "
+            "HNMCascadeROIHeads: the memory re-feeds pooled features to a single box head, and a "
+            "cascade has one per stage. Use MODEL.HNM.BUFFER.MODE 'boxes' (the buffer fed from "
+            "the last stage), or MODEL.ROI_HEADS.NAME 'HNMROIHeads'."
+        )
+
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals, targets=None):
-        """Stock cascade, except in training with OHEM or the buffer on: then the stages run
-        :meth:`_train_stage` and the buffer records the last stage's hard background RoIs."""
+        """Stock cascade, except in training with OHEM or the buffer on: the stages run
+        :meth:`_train_stage` (the stock loop, with OHEM's choice of RoIs) and the buffer records
+        the last stage's hard background RoIs."""
         mining = self.ohem_enabled or self.hard_negative_buffer is not None
         if not self.training or not mining:
             return super()._forward_box(features, proposals, targets)
@@ -79,7 +92,8 @@ class HNMCascadeROIHeads(CascadeROIHeads, HNMROIHeads):
             if stage == 0 and self.ohem_enabled:
                 self._ohem_kept = trained  # the mask head's RoIs, as stock uses stage 0's
         if self.hard_negative_buffer is not None:
-            self._remember_hard_negatives(features, trained, predictions)
+            background = self._background_at_stage_0(trained, predictions, targets)
+            self._remember_hard_negatives(features, *background)
         return losses
 
     def _train_stage(self, box_features: List[torch.Tensor], proposals: List[Instances], stage):
@@ -94,15 +108,30 @@ class HNMCascadeROIHeads(CascadeROIHeads, HNMROIHeads):
         if not self.ohem_enabled:
             predictions = self._run_stage(box_features, proposals, stage)
             return proposals, predictions, predictor.predict_boxes(predictions, proposals)
-        with torch.no_grad():
-            ranking = self._run_stage(box_features, proposals, stage)
-            per_roi_losses = predictor.per_roi_losses(ranking, proposals)
-            next_boxes = predictor.predict_boxes(ranking, proposals)
-        keep = self._select_hard_rois(proposals, per_roi_losses)
-        kept = [p[k] for p, k in zip(proposals, keep)]
+
+        def predict(rois: List[Instances]):
+            return self._run_stage(box_features, rois, stage)
+
+        kept, ranking = self._ohem_keep(proposals, predict, predictor)
+        next_boxes = predictor.predict_boxes(ranking, proposals)
         return kept, self._run_stage(box_features, kept, stage), next_boxes
 
-    def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]):
-        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
-        class_logits, _ = self.box_predictor[-1](self.box_head[-1](pooled))
+    @torch.no_grad()
+    def _background_at_stage_0(self, rois: List[Instances], predictions, targets):
+        """The RoIs (and their predictions) that stage 0's matcher calls background.
+
+        The last stage labels at a higher IoU (0.7 by default): a box at IoU 0.5-0.7 with an
+        object is background there, but it would come back at stage 0 as foreground, and the
+        buffer would drop it on that visit; such boxes are not recorded.
+        """
+        is_background = [
+            self.proposal_matcher(pairwise_iou(t.gt_boxes, r.proposal_boxes))[1] == 0
+            for r, t in zip(rois, targets)
+        ]
+        kept = cat(is_background)
+        return [r[b] for r, b in zip(rois, is_background)], tuple(x[kept] for x in predictions)
+
+    def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], rois: List[Instances]):
+        box_features = [features[f] for f in self.box_in_features]
+        class_logits, _ = self._run_stage(box_features, rois, self.num_cascade_stages - 1)
         return class_logits

@@ -10,7 +10,7 @@ from detectron2.layers import cat
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Instances
 
-from ..config import HNMConfigError, validate_hnm_config
+from ..config import HNMConfigError, check_arguments, validate_hnm_config
 from .losses import roi_box_regression_losses, roi_classification_losses
 
 __all__ = ["HNMFastRCNNOutputLayers"]
@@ -36,6 +36,13 @@ class HNMFastRCNNOutputLayers(FastRCNNOutputLayers):
                 with this gamma (0 = cross-entropy, recomputed).
             kwargs: the arguments of :class:`FastRCNNOutputLayers` (``input_shape`` included).
         """
+        check_arguments(
+            type(self).__name__,
+            {
+                "MODEL.HNM.ROI_BG_WEIGHT": ("bg_weight", bg_weight),
+                "MODEL.HNM.ROI_FOCAL.GAMMA": ("focal_gamma", focal_gamma),
+            },
+        )
         super().__init__(**kwargs)
         self.bg_weight = bg_weight
         self.focal_gamma = focal_gamma

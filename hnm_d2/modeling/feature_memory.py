@@ -25,6 +25,8 @@ import torch
 from detectron2.utils import comm
 from torch import nn
 
+from ..config import check_arguments
+
 __all__ = ["HardNegativeFeatureMemory"]
 
 
@@ -43,6 +45,16 @@ class HardNegativeFeatureMemory(nn.Module):
             per_iter (int): entries re-fed per iteration (MODEL.HNM.BUFFER.FEATURES_PER_ITER).
             warmup_iters (int): iterations before the first entry is recorded.
         """
+        check_arguments(
+            type(self).__name__,
+            {
+                "MODEL.HNM.BUFFER.CAPACITY": ("capacity", capacity),
+                "MODEL.HNM.BUFFER.MAX_AGE": ("max_age", max_age),
+                "MODEL.HNM.BUFFER.SCORE_THRESH": ("score_thresh", score_thresh),
+                "MODEL.HNM.BUFFER.FEATURES_PER_ITER": ("per_iter", per_iter),
+                "MODEL.HNM.BUFFER.WARMUP_ITERS": ("warmup_iters", warmup_iters),
+            },
+        )
         super().__init__()
         self.capacity, self.max_age, self.score_thresh = capacity, max_age, score_thresh
         self.per_iter, self.warmup_iters = per_iter, warmup_iters

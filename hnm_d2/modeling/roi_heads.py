@@ -27,7 +27,7 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
-from ..config import HNMConfigError, validate_hnm_config
+from ..config import HNMConfigError, check_arguments, validate_hnm_config
 from .buffer import HardNegativeBuffer, image_key
 from .fast_rcnn import HNMFastRCNNOutputLayers
 from .feature_memory import HardNegativeFeatureMemory
@@ -96,6 +96,21 @@ class HNMROIHeads(StandardROIHeads):
                 negatives' pooled features (MODEL.HNM.BUFFER.MODE "features"); None = none.
             kwargs: the arguments of :class:`StandardROIHeads`.
         """
+        check_arguments(
+            type(self).__name__,
+            {
+                "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": (
+                    "ohem_batch_size_per_image",
+                    ohem_batch_size_per_image,
+                ),
+                "MODEL.HNM.ROI_OHEM.NMS_THRESH": ("ohem_nms_thresh", ohem_nms_thresh),
+                "MODEL.HNM.ROI_OHEM.MIN_POSITIVE_FRACTION": (
+                    "ohem_min_positive_fraction",
+                    ohem_min_positive_fraction,
+                ),
+                "MODEL.HNM.BUFFER.BG_SHARE": ("buffer_bg_share", buffer_bg_share),
+            },
+        )
         if ohem_enabled:
             ohem_batch_size_per_image = ohem_batch_size_per_image or kwargs["batch_size_per_image"]
             # OHEM samples by loss, so the stock sampler must label and hand over every
@@ -178,39 +193,21 @@ class HNMROIHeads(StandardROIHeads):
 
     def _check_ohem_supported(self):
         """Refuse, at build time, what ROI OHEM does not train correctly."""
-        for predictor in self._box_predictors():
-            self._check_ohem_predictor(predictor)
-        # setting -> (is it set, how to turn it off)
-        unsupported = {
+        predictors = self._box_predictors()
+        for stage, predictor in enumerate(predictors):
+            argument = "box_predictor" if len(predictors) == 1 else f"box_predictors[{stage}]"
+            _check_ohem_predictor(predictor, argument)
+        _refuse_ohem_with(self._settings_ohem_cannot_train())
+
+    def _settings_ohem_cannot_train(self) -> Dict[str, tuple]:
+        """setting -> (is it set, how to turn it off), for the heads' own settings."""
+        return {
             "MODEL.KEYPOINT_ON (a keypoint head)": (
                 self.keypoint_on,
                 "set MODEL.KEYPOINT_ON False",
             ),
             "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": (self.train_on_pred_boxes, "set it False"),
         }
-        _refuse_ohem_with(unsupported)
-
-    @staticmethod
-    def _check_ohem_predictor(predictor):
-        """Refuse a box predictor (of any stage) whose losses OHEM cannot rank by."""
-        if not isinstance(predictor, HNMFastRCNNOutputLayers):
-            raise HNMConfigError(
-                "MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) needs the box predictor "
-                "HNMFastRCNNOutputLayers, which ranks RoIs by loss; got "
-                f"{type(predictor).__name__}. Build the heads from a config (MODEL.ROI_HEADS.NAME "
-                "'HNMROIHeads' or 'HNMCascadeROIHeads' swaps it in), or pass "
-                "HNMFastRCNNOutputLayers(...) as the box predictor (LazyConfig: "
-                "L(HNMFastRCNNOutputLayers)(...))."
-            )
-        _refuse_ohem_with(
-            {
-                "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": (predictor.use_sigmoid_ce, "set it False"),
-                f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {predictor.box_reg_loss_type!r}": (
-                    predictor.box_reg_loss_type != "smooth_l1",
-                    "use 'smooth_l1'",
-                ),
-            }
-        )
 
     def _check_memory_supported(self):
         """Refuse, at build time, a predictor whose loss the memory cannot add to."""
@@ -245,8 +242,8 @@ class HNMROIHeads(StandardROIHeads):
         if self._visit is None:
             raise RuntimeError(
                 "MODEL.HNM.BUFFER.ENABLED needs to know which images the training batch holds: "
-                "use MODEL.META_ARCHITECTURE 'HNMRCNN' (or run the forward pass inside "
-                "roi_heads.visiting(batched_inputs))."
+                "use MODEL.META_ARCHITECTURE 'HNMRCNN' (LazyConfig: model._target_ = HNMRCNN), "
+                "or run the forward pass inside roi_heads.visiting(batched_inputs)."
             )
         return self._visit
 
@@ -403,15 +400,31 @@ class HNMROIHeads(StandardROIHeads):
             tuple[Tensor, Tensor]: the predictor's outputs on the kept RoIs.
         """
         box_features = [features[f] for f in self.box_in_features]
-        with torch.no_grad():
-            pooled = self.box_pooler(box_features, [p.proposal_boxes for p in proposals])
-            ranking_predictions = self.box_predictor(self.box_head(pooled))
-            per_roi_losses = self.box_predictor.per_roi_losses(ranking_predictions, proposals)
-        keep = self._select_hard_rois(proposals, per_roi_losses)
-        kept = [p[k] for p, k in zip(proposals, keep)]
-        pooled = self.box_pooler(box_features, [p.proposal_boxes for p in kept])
+
+        def pool(rois: List[Instances]) -> torch.Tensor:
+            return self.box_pooler(box_features, [p.proposal_boxes for p in rois])
+
+        def predict(rois: List[Instances]):
+            return self.box_predictor(self.box_head(pool(rois)))
+
+        kept, _ = self._ohem_keep(proposals, predict, self.box_predictor)
+        pooled = pool(kept)
         predictions = self.box_predictor(self.box_head(pooled))
         return self.box_predictor.losses(predictions, kept), kept, pooled, predictions
+
+    def _ohem_keep(self, proposals: List[Instances], predict, predictor):
+        """OHEM's choice: every candidate scored by ``predict`` without gradients, then per
+        image the hardest B by ``predictor.per_roi_losses`` (after NMS over that ranking).
+
+        Returns:
+            list[Instances]: the kept proposals of each image.
+            tuple[Tensor, Tensor]: the no-gradient predictions on every candidate.
+        """
+        with torch.no_grad():
+            ranking = predict(proposals)
+            per_roi_losses = predictor.per_roi_losses(ranking, proposals)
+        keep = self._select_hard_rois(proposals, per_roi_losses)
+        return [p[k] for p, k in zip(proposals, keep)], ranking
 
     def _select_hard_rois(self, proposals: List[Instances], per_roi_losses: torch.Tensor):
         """Per image, the indices of the RoIs OHEM keeps (and the hnm/ohem_* telemetry).
@@ -477,12 +490,13 @@ class HNMROIHeads(StandardROIHeads):
         """The object scores of this visit's buffered background boxes, per image, by the
         model of this iteration (an extra pass over at most PER_IMAGE boxes per image)."""
         buffered = self._current_visit().buffered
-        boxes = [b.proposal_boxes for b in buffered]
-        class_logits = self._last_stage_class_logits(features, boxes)
+        class_logits = self._last_stage_class_logits(features, buffered)
         return self._object_scores(class_logits).split([len(b) for b in buffered])
 
-    def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]):
-        """The class logits (R, K + 1) of the box predictor (a cascade's last) on ``boxes``."""
+    def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], rois: List[Instances]):
+        """The class logits (R, K + 1) of the box predictor (a cascade's last) on the
+        proposal_boxes of ``rois``."""
+        boxes = [r.proposal_boxes for r in rois]
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
         class_logits, _ = self.box_predictor(self.box_head(pooled))
         return class_logits
@@ -565,6 +579,28 @@ def hnm_predictor_replacing(cfg, stock_predictor, input_shape, **kwargs):
         predictor = HNMFastRCNNOutputLayers(cfg, input_shape, **kwargs)
     predictor.load_state_dict(stock_predictor.state_dict())
     return predictor
+
+
+def _check_ohem_predictor(predictor, argument: str) -> None:
+    """Refuse a box predictor whose losses OHEM cannot rank by; ``argument`` names it."""
+    if not isinstance(predictor, HNMFastRCNNOutputLayers):
+        raise HNMConfigError(
+            f"MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) needs {argument} to be an "
+            "HNMFastRCNNOutputLayers, which ranks RoIs by loss; got "
+            f"{type(predictor).__name__}. Build the heads from a config (MODEL.ROI_HEADS.NAME "
+            "'HNMROIHeads' or 'HNMCascadeROIHeads' swaps it in), or pass "
+            f"{argument}=HNMFastRCNNOutputLayers(...) (LazyConfig: "
+            "L(HNMFastRCNNOutputLayers)(...))."
+        )
+    _refuse_ohem_with(
+        {
+            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": (predictor.use_sigmoid_ce, "set it False"),
+            f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {predictor.box_reg_loss_type!r}": (
+                predictor.box_reg_loss_type != "smooth_l1",
+                "use 'smooth_l1'",
+            ),
+        }
+    )
 
 
 def _refuse_ohem_with(unsupported: Dict[str, tuple]) -> None:

@@ -25,7 +25,7 @@ from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
-from ..config import validate_hnm_config
+from ..config import check_arguments, validate_hnm_config
 from .key_check import check_hnm_keys_are_used
 from .losses import objectness_losses
 from .ohem import keep_hardest_negatives, rpn_negative_quota
@@ -55,6 +55,14 @@ class HNMRPN(RPN):
             bg_weight (float): multiplies the objectness loss of negative anchors.
             kwargs: the arguments of :class:`RPN`.
         """
+        check_arguments(
+            type(self).__name__,
+            {
+                "MODEL.HNM.RPN_OHEM.NEG_POS_RATIO": ("ohem_neg_pos_ratio", ohem_neg_pos_ratio),
+                "MODEL.HNM.RPN_OHEM.MIN_NEGATIVES": ("ohem_min_negatives", ohem_min_negatives),
+                "MODEL.HNM.RPN_BG_WEIGHT": ("bg_weight", bg_weight),
+            },
+        )
         super().__init__(**kwargs)
         self.ohem_enabled = ohem_enabled
         self.ohem_neg_pos_ratio = ohem_neg_pos_ratio
