@@ -14,17 +14,16 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer
 from detectron2.modeling import build_model
-from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
-from detectron2.structures import BitMasks, Boxes
+from detectron2.modeling.roi_heads import (
+    ROI_HEADS_REGISTRY,
+    FastRCNNOutputLayers,
+    StandardROIHeads,
+)
+from detectron2.structures import Boxes
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 from test_heads import (
-    HEIGHT,
-    WIDTH,
     batch,
-    grid_proposals,
-    instances,
-    rpn_like_proposals,
     tiny_cfg,
 )
 
@@ -335,53 +334,18 @@ def test_keys_no_built_class_reads_are_refused(options, named, synthetic_dataset
         build_hnm_train_loader(cfg)
 
 
-def with_masks(targets):
-    """The targets with gt_masks filling each object's box."""
-    for target in targets:
-        boxes = target.gt_boxes.tensor.long()
-        masks = torch.zeros(len(boxes), HEIGHT, WIDTH, dtype=torch.bool)
-        for mask, (x0, y0, x1, y1) in zip(masks, boxes.tolist()):
-            mask[y0:y1, x0:x1] = True
-        target.gt_masks = BitMasks(masks)
-    return targets
+@ROI_HEADS_REGISTRY.register()
+class UsersOwnROIHeads(StandardROIHeads):
+    """A project's own heads, which know nothing of MODEL.HNM."""
 
 
-def test_ohem_with_a_mask_head_trains_the_mask_on_the_kept_foreground_rois(monkeypatch):
-    options = {
-        "MODEL.MASK_ON": True,
-        "MODEL.HNM.ROI_OHEM.ENABLED": True,
-        "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": 8,
-    }
-    heads = build_model(tiny_cfg(**options)).roi_heads
-    heads.train()
-    calls, mask_rois = [], []
-    select = heads._select_hard_rois
-
-    def recording_select(proposals, losses):
-        calls.append((proposals, select(proposals, losses)))
-        return calls[-1][1]
-
-    monkeypatch.setattr(heads, "_select_hard_rois", recording_select)
-    heads.mask_head.register_forward_pre_hook(lambda _m, args: mask_rois.append(args[0].shape[0]))
-    # 20 near-copies of each object (foreground, overlapping each other: OHEM's NMS keeps few)
-    # and 40 background boxes per image; the second image is negative.
-    objects = torch.tensor([[10.0, 8, 40, 40], [50, 20, 80, 56]])
-    copies = (objects[:, None] + torch.arange(10.0)[None, :, None] * 0.5).reshape(-1, 4)
-    proposals = [
-        rpn_like_proposals(torch.cat([copies, copies + 1, grid_proposals(40)])),
-        rpn_like_proposals(grid_proposals(40)),
-    ]
-    targets = with_masks([instances(objects.tolist()), instances([])])
-    generator = torch.Generator().manual_seed(5)
-    features = {
-        f"p{level}": torch.randn(2, 32, HEIGHT >> level, WIDTH >> level, generator=generator)
-        for level in (2, 3, 4, 5)
-    }
-    with EventStorage():
-        _, losses = heads(None, features, proposals, targets)
-    assert torch.isfinite(losses["loss_mask"])
-    ((candidates, keep),) = calls
-    is_fg = [p.gt_classes != heads.num_classes for p in candidates]
-    kept_fg = sum(int(fg[k].sum()) for fg, k in zip(is_fg, keep))
-    # The mask head saw exactly the foreground among the kept RoIs, not every candidate's.
-    assert mask_rois == [kept_fg] and 0 < kept_fg < sum(int(fg.sum()) for fg in is_fg)
+def test_a_users_own_heads_with_hnm_keys_are_refused_naming_the_fix(synthetic_datasets):
+    cfg = quick_cfg(
+        **{"MODEL.ROI_HEADS.NAME": "UsersOwnROIHeads", "MODEL.HNM.BUFFER.ENABLED": True}
+    )
+    expected = (
+        "MODEL.HNM.BUFFER.ENABLED switched on, but MODEL.ROI_HEADS.NAME = 'UsersOwnROIHeads'.*"
+        "'HNMROIHeads' or a subclass of it.*back to the default \\(False\\)"
+    )
+    with pytest.raises(HNMConfigError, match=expected):
+        build_model(cfg)

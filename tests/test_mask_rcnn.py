@@ -1,19 +1,20 @@
 """Mask R-CNN (and Cascade Mask R-CNN) with every hnm_d2 mechanism: each trains with a finite
 mask loss, the mask head sees only foreground RoIs (never the buffer's background boxes; under
 OHEM the kept ones, at stage 0 in a cascade), and detectron2's own model-zoo R50-FPN configs
-train once their names point at hnm_d2's classes. (The standard heads' OHEM choice of mask RoIs:
-test_drop_in.py.)"""
+train once their names point at hnm_d2's classes."""
 
 import pytest
 import torch
 from detectron2 import model_zoo
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from detectron2.structures import BitMasks
 from detectron2.utils.events import EventStorage
 from test_cascade import random_features
-from test_drop_in import with_masks
 from test_heads import (
     EVERYTHING_ON,
+    HEIGHT,
+    WIDTH,
     batch,
     grid_proposals,
     instances,
@@ -39,6 +40,17 @@ MECHANISMS = {
     "focal": {"MODEL.HNM.ROI_FOCAL.ENABLED": True},
     "everything": EVERYTHING_ON,
 }
+
+
+def with_masks(targets):
+    """The targets with gt_masks filling each object's box."""
+    for target in targets:
+        boxes = target.gt_boxes.tensor.long()
+        masks = torch.zeros(len(boxes), HEIGHT, WIDTH, dtype=torch.bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, boxes.tolist()):
+            mask[y0:y1, x0:x1] = True
+        target.gt_masks = BitMasks(masks)
+    return targets
 
 
 def masked_batch():
@@ -99,10 +111,11 @@ def test_mask_rcnn_trains_with_the_mechanism_on_foreground_rois_only(heads_optio
         assert "hnm/buffer_injected" in scalars and heads.hard_negative_buffer.num_entries > 0
 
 
-def test_cascade_ohem_trains_the_mask_on_stage_0s_kept_foreground(monkeypatch):
+@pytest.mark.parametrize("heads_options", [{}, CASCADE], ids=["standard", "cascade"])
+def test_ohem_trains_the_mask_on_the_kept_foreground_rois(heads_options, monkeypatch):
     options = {
         "MODEL.MASK_ON": True,
-        **CASCADE,
+        **heads_options,
         "MODEL.HNM.ROI_OHEM.ENABLED": True,
         "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": 8,
     }
@@ -129,10 +142,11 @@ def test_cascade_ohem_trains_the_mask_on_stage_0s_kept_foreground(monkeypatch):
         _, losses = heads(None, random_features(), proposals, targets)
     assert torch.isfinite(losses["loss_mask"])
     (candidates, keep), *later_stages = selections
-    assert len(later_stages) == 2
+    assert len(later_stages) == (2 if heads_options else 0)
     is_fg = [c.gt_classes != heads.num_classes for c in candidates]
     kept_fg = sum(int(fg[k].sum()) for fg, k in zip(is_fg, keep))
-    # Stage 0's kept foreground, as stock Cascade R-CNN trains the mask on stage 0's RoIs.
+    # The mask head saw exactly the foreground among the kept RoIs, not every candidate's (in
+    # a cascade stage 0's, as stock Cascade R-CNN trains the mask on stage 0's RoIs).
     assert mask_rois == [kept_fg] and 0 < kept_fg < sum(int(fg.sum()) for fg in is_fg)
 
 
