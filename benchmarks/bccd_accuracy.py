@@ -295,7 +295,10 @@ def parse_args():
     parser.add_argument("--curve", action="store_true", help="AP50 against the iteration")
     parser.add_argument("--eval-period", type=int, default=250, help="with --curve")
     parser.add_argument(
-        "--jobs", type=int, default=1, help="runs at a time, each with cores // jobs threads"
+        "--jobs", type=int, default=1, help="runs at a time, each with --threads threads"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="threads per run (0 = cores // jobs)"
     )
     args = parser.parse_args()
     if bool(args.coco_train) != bool(args.coco_test):
@@ -336,7 +339,7 @@ def run_all(args, threads):
 
 def main():
     args = parse_args()
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     all_runs, froc_files = run_all(args, threads)
     out = REPO / args.output / ("coco" if args.coco_train else f"bccd_{args.split}")
     data = "COCO-style data" if args.coco_train else f"BCCD Platelets, evaluated on {args.split}"
