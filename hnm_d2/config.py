@@ -77,6 +77,10 @@ def _add_model_keys(cfg):
     # Boxes with IoU above this with a better-scored buffered box of the same image are
     # merged into it, so near-copies do not fill the per-image slots.
     cfg.MODEL.HNM.BUFFER.DEDUP_IOU = 0.7
+    # A background RoI overlapping an object by this IoU or more is never stored (either mode):
+    # boxes just below the matcher's threshold are mislocalised detections of real objects,
+    # not false alarms (on BCCD they were 166 of the box buffer's 167 final entries).
+    cfg.MODEL.HNM.BUFFER.MAX_OBJECT_IOU = 0.3
 
     # Background down-weighting: the background terms of the RoI classification loss and of
     # the RPN objectness loss are multiplied by these; 1.0 = stock loss, exactly.
@@ -146,6 +150,7 @@ _RANGES = {
     "MODEL.HNM.BUFFER.FEATURES_PER_ITER": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.BG_SHARE": (lambda v: 0 <= v <= 1, "[0, 1]"),
     "MODEL.HNM.BUFFER.DEDUP_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
+    "MODEL.HNM.BUFFER.MAX_OBJECT_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
     "MODEL.HNM.ROI_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
     "MODEL.HNM.RPN_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
     "MODEL.HNM.ROI_FOCAL.GAMMA": (lambda v: v >= 0, ">= 0"),

@@ -9,11 +9,10 @@ from detectron2.modeling.roi_heads import CascadeROIHeads
 from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import EventStorage
 from test_heads import (
-    HEIGHT,
-    WIDTH,
     batch,
     grid_proposals,
     instances,
+    random_features,
     rpn_like_proposals,
     seeded_losses,
     seeded_model,
@@ -138,16 +137,6 @@ def test_stock_cascade_with_hnm_keys_is_refused_naming_the_hnm_variant():
     cfg.MODEL.META_ARCHITECTURE = "HNMRCNN"
     with pytest.raises(HNMConfigError, match="'CascadeROIHeads'.*'HNMCascadeROIHeads'"):
         build_model(cfg)
-
-
-def random_features():
-    generator = torch.Generator().manual_seed(5)
-    return {
-        f"p{level}": torch.randn(
-            2, 32, HEIGHT >> level, WIDTH >> level, generator=generator
-        ).requires_grad_()
-        for level in (2, 3, 4, 5)
-    }
 
 
 def test_buffer_records_only_what_stage_0_calls_background():

@@ -11,7 +11,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.modeling import StandardROIHeads, build_model
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
 
 import hnm_d2  # noqa: F401  (registers the hnm_d2 classes)
@@ -103,6 +103,17 @@ def grid_proposals(n):
     generator = torch.Generator().manual_seed(3)
     xy = torch.randint(0, 30, (n, 2), generator=generator)
     return torch.cat([xy, xy + torch.randint(4, 16, (n, 2), generator=generator)], dim=1)
+
+
+def random_features():
+    """FPN-like feature maps (p2-p5) of a batch of 2, leaves that take gradients."""
+    generator = torch.Generator().manual_seed(5)
+    return {
+        f"p{level}": torch.randn(
+            2, 32, HEIGHT >> level, WIDTH >> level, generator=generator
+        ).requires_grad_()
+        for level in (2, 3, 4, 5)
+    }
 
 
 def seeded_losses(model, inputs=None):
@@ -278,7 +289,8 @@ def test_background_proposals_are_stored_in_original_coordinates(monkeypatch):
         tiny_cfg(
             **{
                 "MODEL.HNM.BUFFER.ENABLED": True,
-                "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0,  # store every background proposal
+                "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0,  # store every background proposal,
+                "MODEL.HNM.BUFFER.MAX_OBJECT_IOU": 1.0,  # near an object or not,
                 "MODEL.HNM.BUFFER.PER_IMAGE": 1000,
                 "MODEL.HNM.BUFFER.DEDUP_IOU": 1.0,  # and merge none
             }
@@ -439,3 +451,23 @@ def test_mechanisms_off_log_no_hnm_scalars():
 def test_invalid_values_fail_at_build_time_naming_the_key(key, value):
     with pytest.raises(HNMConfigError, match=key.replace(".", r"\.")):
         build_model(tiny_cfg(**{key: value}))
+
+
+@pytest.mark.parametrize("max_iou, near_box_stored", [(0.3, False), (1.0, True)])
+def test_boxes_overlapping_an_object_are_not_hard_negatives(max_iou, near_box_stored):
+    # A box at IoU 0.45 with the object is background to the matcher (< 0.5), but it is a
+    # mislocalised detection of the object, not a false alarm: MAX_OBJECT_IOU keeps it out.
+    heads = buffer_heads(
+        **{"MODEL.HNM.BUFFER.SCORE_THRESH": 0.0, "MODEL.HNM.BUFFER.MAX_OBJECT_IOU": max_iou}
+    )
+    obj = [10.0, 8, 40, 40]
+    near = [10.0, 8, 40, 40 * 0.45 + 8 * 0.55]  # the object's top 45%: IoU 0.45
+    far = [60.0, 40, 80, 60]
+    proposals = [rpn_like_proposals([near, far]), rpn_like_proposals([far])]
+    inputs = batch()
+    with EventStorage(), heads.visiting(inputs):
+        heads(None, random_features(), proposals, [instances([obj]), instances([])])
+    boxes, _ = heads.hard_negative_buffer.boxes_of(image_key(inputs[0]["file_name"]))
+    ious = pairwise_iou(Boxes(torch.tensor([obj])), Boxes(boxes))[0]
+    assert ious.min() == 0  # the far box is stored either way
+    assert bool((ious - 0.45).abs().lt(0.01).any()) == near_box_stored

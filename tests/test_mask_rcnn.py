@@ -10,7 +10,6 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks
 from detectron2.utils.events import EventStorage
-from test_cascade import random_features
 from test_heads import (
     EVERYTHING_ON,
     HEIGHT,
@@ -18,6 +17,7 @@ from test_heads import (
     batch,
     grid_proposals,
     instances,
+    random_features,
     rpn_like_proposals,
     seeded_model,
     tiny_cfg,

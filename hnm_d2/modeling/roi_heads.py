@@ -24,6 +24,7 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
@@ -78,6 +79,7 @@ class HNMROIHeads(StandardROIHeads):
         ohem_min_positive_fraction: float = 0.0,
         hard_negative_buffer: Optional[HardNegativeBuffer] = None,
         buffer_bg_share: float = 0.25,
+        hard_negative_max_iou: float = 0.3,
         feature_memory: Optional[HardNegativeFeatureMemory] = None,
         **kwargs,
     ):
@@ -90,6 +92,8 @@ class HNMROIHeads(StandardROIHeads):
             ohem_nms_thresh (float): IoU of the NMS over the loss ranking (1.0 = none).
             ohem_min_positive_fraction (float): share of B reserved for foreground RoIs.
             hard_negative_buffer (HardNegativeBuffer or None): None = no buffer.
+            hard_negative_max_iou (float): a background RoI overlapping an object by this IoU
+                or more is not stored by the buffer or the feature memory.
             buffer_bg_share (float): share of an image's background quota guaranteed to its
                 buffered boxes (without OHEM).
             feature_memory (HardNegativeFeatureMemory or None): the cross-batch memory of hard
@@ -109,6 +113,7 @@ class HNMROIHeads(StandardROIHeads):
                     ohem_min_positive_fraction,
                 ),
                 "MODEL.HNM.BUFFER.BG_SHARE": ("buffer_bg_share", buffer_bg_share),
+                "MODEL.HNM.BUFFER.MAX_OBJECT_IOU": ("hard_negative_max_iou", hard_negative_max_iou),
             },
         )
         if ohem_enabled:
@@ -123,6 +128,7 @@ class HNMROIHeads(StandardROIHeads):
         self.ohem_min_positive_fraction = ohem_min_positive_fraction
         self.hard_negative_buffer = hard_negative_buffer
         self.buffer_bg_share = buffer_bg_share
+        self.hard_negative_max_iou = hard_negative_max_iou
         self.feature_memory = feature_memory
         self._visit: Optional[ImageVisit] = None
         # The RoIs OHEM kept in this training step, for the mask head (set by _forward_box).
@@ -158,6 +164,7 @@ class HNMROIHeads(StandardROIHeads):
         buffer = cfg.MODEL.HNM.BUFFER
         if not buffer.ENABLED:
             return {}
+        max_iou = {"hard_negative_max_iou": buffer.MAX_OBJECT_IOU}
         if buffer.MODE == "features":
             memory = HardNegativeFeatureMemory(
                 capacity=buffer.CAPACITY,
@@ -166,8 +173,9 @@ class HNMROIHeads(StandardROIHeads):
                 per_iter=buffer.FEATURES_PER_ITER,
                 warmup_iters=buffer.WARMUP_ITERS,
             )
-            return {"feature_memory": memory}
+            return {"feature_memory": memory, **max_iou}
         return {
+            **max_iou,
             "hard_negative_buffer": HardNegativeBuffer(
                 capacity=buffer.CAPACITY,
                 per_image=buffer.PER_IMAGE,
@@ -523,13 +531,29 @@ class HNMROIHeads(StandardROIHeads):
         scores = self._object_scores(predictions[0]).split([len(p) for p in proposals])
         rescored = self._rescore_buffered(features)
         for k, (p, s) in enumerate(zip(proposals, scores)):
-            is_bg = p.gt_classes == self.num_classes
-            boxes = cat([p.proposal_boxes.tensor[is_bg], visit.buffered[k].proposal_boxes.tensor])
+            buffered = visit.buffered[k]
+            is_new, is_kept = self._clear_of_objects(p), self._clear_of_objects(buffered)
+            boxes = cat([p.proposal_boxes.tensor[is_new], buffered.proposal_boxes.tensor[is_kept]])
             original = _to_original(boxes.detach().cpu(), visit.transforms[k], visit.file_names[k])
-            buffer.record_visit(visit.keys[k], original, cat([s[is_bg], rescored[k]]), iteration)
+            scored = cat([s[is_new], rescored[k][is_kept]])
+            buffer.record_visit(visit.keys[k], original, scored, iteration)
         storage = get_event_storage()
         storage.put_scalar("hnm/buffer_size", buffer.num_entries)
         storage.put_scalar("hnm/buffer_mean_score", buffer.mean_score())
+
+    def _clear_of_objects(self, rois: Instances) -> torch.Tensor:
+        """Which labelled RoIs may be stored as hard negatives: background, overlapping no
+        object by ``hard_negative_max_iou`` or more. (A background RoI's gt_boxes is the object
+        it overlaps most; an image without objects has none.)
+
+        Returns:
+            Tensor: bool, shape (len(rois),).
+        """
+        is_background = rois.gt_classes == self.num_classes
+        if not rois.has("gt_boxes") or len(rois) == 0:
+            return is_background
+        overlap = matched_pairwise_iou(rois.gt_boxes, rois.proposal_boxes)
+        return is_background & (overlap < self.hard_negative_max_iou)
 
     def _train_on_memory(self, loss_cls, pooled, proposals: List[Instances]) -> torch.Tensor:
         """``loss_cls`` with up to PER_ITER memory entries of earlier iterations as background.
@@ -557,9 +581,9 @@ class HNMROIHeads(StandardROIHeads):
 
     def _remember_hard_features(self, pooled, proposals: List[Instances], predictions):
         """Add this iteration's hard background RoIs (pooled features) to the memory."""
-        is_bg = cat([p.gt_classes for p in proposals]) == self.num_classes
+        is_clear = cat([self._clear_of_objects(p) for p in proposals])
         scores = self._object_scores(predictions[0])
-        self.feature_memory.add(pooled[is_bg], scores[is_bg], get_event_storage().iter)
+        self.feature_memory.add(pooled[is_clear], scores[is_clear], get_event_storage().iter)
         get_event_storage().put_scalar("hnm/memory_size", self.feature_memory.num_entries)
 
 
