@@ -23,7 +23,6 @@ from detectron2.engine import (
     default_setup,
     default_writers,
     hooks,
-    launch,
 )
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
@@ -34,6 +33,7 @@ from hnm_d2.engine import (
     AtomicDetectionCheckpointer,
     HardNegativeBufferSync,
     hnm_argument_parser,
+    launch_with_args,
     log_summary,
     prepare_datasets,
     register_datasets,
@@ -183,11 +183,4 @@ def main(args):
 if __name__ == "__main__":
     args = hnm_argument_parser().parse_args()
     prepare_datasets(args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_with_args(main, args)

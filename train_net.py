@@ -10,13 +10,13 @@ Add --eval-only with MODEL.WEIGHTS to evaluate, --resume to continue from OUTPUT
 --num-gpus N for N processes (GPUs with NCCL, or CPU processes with gloo).
 """
 
-from detectron2.engine import launch
 from detectron2.utils import comm
 
 from hnm_d2.engine import (
     AtomicDetectionCheckpointer,
     HNMTrainer,
     hnm_argument_parser,
+    launch_with_args,
     log_summary,
     prepare_datasets,
     register_datasets,
@@ -50,11 +50,4 @@ def main(args):
 if __name__ == "__main__":
     args = hnm_argument_parser().parse_args()
     prepare_datasets(args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_with_args(main, args)

@@ -22,10 +22,9 @@ command again continues an interrupted run, and again with a larger --rounds min
 
 import argparse
 
-from detectron2.engine import launch
-
 from .engine.launcher import (
     hnm_argument_parser,
+    launch_with_args,
     prepare_datasets,
     register_datasets,
     setup,
@@ -134,14 +133,7 @@ def main(argv=None):
             "train_net.py --eval-only MODEL.WEIGHTS OUTPUT_DIR/mining/round_K/model_final.pth"
         )
     prepare_datasets(args)
-    launch(
-        mine,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    launch_with_args(mine, args)
 
 
 if __name__ == "__main__":

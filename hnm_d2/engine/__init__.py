@@ -2,6 +2,7 @@ from .buffer_hook import HardNegativeBufferSync
 from .checkpoint import AtomicDetectionCheckpointer, CheckpointError
 from .launcher import (
     hnm_argument_parser,
+    launch_with_args,
     log_summary,
     prepare_datasets,
     register_datasets,
@@ -20,6 +21,7 @@ __all__ = [
     "HardNegativeBufferSync",
     "MiningStateError",
     "hnm_argument_parser",
+    "launch_with_args",
     "images_per_round",
     "log_summary",
     "prepare_datasets",

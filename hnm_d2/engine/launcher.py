@@ -5,7 +5,7 @@ import math
 import os
 
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -18,6 +18,7 @@ from ..data import (
 from .atomic import write_json_atomically
 
 __all__ = [
+    "launch_with_args",
     "hnm_argument_parser",
     "prepare_datasets",
     "register_datasets",
@@ -51,6 +52,19 @@ def prepare_datasets(args):
     """
     if args.synthetic:
         register_synthetic_splits(args.synthetic)
+
+
+def launch_with_args(main_func, args):
+    """Run ``main_func(args)`` on the processes the command line asks for (--num-gpus,
+    --num-machines, --machine-rank, --dist-url), through detectron2's ``launch``."""
+    launch(
+        main_func,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
 
 
 def register_datasets(args):
