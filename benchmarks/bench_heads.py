@@ -91,7 +91,7 @@ def build_cfg(config_file, heads, variant):
     head_options, stock_heads = HEADS[heads]
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + head_options)
     cfg.merge_from_list(VARIANTS[variant])
-    if VARIANTS[variant] is STOCK_CLASSES:
+    if variant == "stock detectron2":
         cfg.MODEL.ROI_HEADS.NAME = stock_heads
     return cfg
 

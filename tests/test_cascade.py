@@ -143,7 +143,12 @@ def test_buffer_records_only_what_stage_0_calls_background():
     # The last stage labels background below IoU 0.7; the buffer re-injects at stage 0, which
     # calls a box at IoU 0.5-0.7 foreground: such boxes must not be recorded. Proposals: shifted
     # copies of the object at IoU ~0.58 (an untrained stage barely moves a box) and background.
-    options = {"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0}
+    # MAX_OBJECT_IOU 1.0: only the matcher's bound keeps them out.
+    options = {
+        "MODEL.HNM.BUFFER.ENABLED": True,
+        "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0,
+        "MODEL.HNM.BUFFER.MAX_OBJECT_IOU": 1.0,
+    }
     heads = seeded_model(cascade_cfg(**options)).roi_heads
     obj = torch.tensor([[10.0, 8, 40, 40]])
     shifted = torch.cat([obj + torch.tensor([dx, 0, dx, 0]) for dx in (8.0, 8.5, -8.0, -7.5)])

@@ -13,9 +13,9 @@ Everything is off by default, and off means stock Cascade R-CNN: the overrides h
 - Buffer (MODEL.HNM.BUFFER, MODE "boxes"): the last stage's background RoIs are scored by the
   last stage (its probability on its input box; inference averages the stages' probabilities
   on the refined boxes, so a stored score approximates the detection score) and recorded; they
-  come back as stage-0 proposals on the image's next visit. A RoI counts as background by stage
-  0's matcher (IoU < 0.5 by default), the one that labels it when it comes back, not by the last
-  stage's stricter one.
+  come back as stage-0 proposals on the image's next visit. A RoI is stored only below stage 0's
+  foreground IoU (0.5 by default), the matcher that labels it when it comes back, not below the
+  last stage's stricter one (HNMROIHeads._clear_of_objects).
 
 The mask head (Mask R-CNN) trains on stage 0's RoIs as stock, under OHEM on the kept ones.
 """
@@ -23,9 +23,8 @@ The mask head (Mask R-CNN) trains on stage 0's RoIs as stock, under OHEM on the 
 from typing import Dict, List
 
 import torch
-from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, CascadeROIHeads
-from detectron2.structures import Instances, pairwise_iou
+from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
 from ..config import HNMConfigError
@@ -92,8 +91,7 @@ class HNMCascadeROIHeads(CascadeROIHeads, HNMROIHeads):
             if stage == 0 and self.ohem_enabled:
                 self._ohem_kept = trained  # the mask head's RoIs, as stock uses stage 0's
         if self.hard_negative_buffer is not None:
-            background = self._background_at_stage_0(trained, predictions, targets)
-            self._remember_hard_negatives(features, *background)
+            self._remember_hard_negatives(features, trained, predictions)
         return losses
 
     def _train_stage(self, box_features: List[torch.Tensor], proposals: List[Instances], stage):
@@ -115,21 +113,6 @@ class HNMCascadeROIHeads(CascadeROIHeads, HNMROIHeads):
         kept, ranking = self._ohem_keep(proposals, predict, predictor)
         next_boxes = predictor.predict_boxes(ranking, proposals)
         return kept, self._run_stage(box_features, kept, stage), next_boxes
-
-    @torch.no_grad()
-    def _background_at_stage_0(self, rois: List[Instances], predictions, targets):
-        """The RoIs (and their predictions) that stage 0's matcher calls background.
-
-        The last stage labels at a higher IoU (0.7 by default): a box at IoU 0.5-0.7 with an
-        object is background there, but it would come back at stage 0 as foreground, and the
-        buffer would drop it on that visit; such boxes are not recorded.
-        """
-        is_background = [
-            self.proposal_matcher(pairwise_iou(t.gt_boxes, r.proposal_boxes))[1] == 0
-            for r, t in zip(rois, targets)
-        ]
-        kept = cat(is_background)
-        return [r[b] for r, b in zip(rois, is_background)], tuple(x[kept] for x in predictions)
 
     def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], rois: List[Instances]):
         box_features = [features[f] for f in self.box_in_features]

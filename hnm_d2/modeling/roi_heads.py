@@ -513,7 +513,8 @@ class HNMROIHeads(StandardROIHeads):
         """Replace each image's buffered boxes by the hard negatives of this visit.
 
         A visit's candidates are the background proposals the box head scored this iteration
-        and the image's buffered boxes, re-scored: the hard ones (score >= SCORE_THRESH) become
+        and the image's buffered boxes, re-scored, those clear of objects
+        (:meth:`_clear_of_objects`): the hard ones (score >= SCORE_THRESH) become
         the image's entries, so a buffered box the model now gets right leaves. Nothing is
         recorded during the first WARMUP_ITERS iterations, while the untrained model scores
         every box alike.
@@ -543,8 +544,13 @@ class HNMROIHeads(StandardROIHeads):
 
     def _clear_of_objects(self, rois: Instances) -> torch.Tensor:
         """Which labelled RoIs may be stored as hard negatives: background, overlapping no
-        object by ``hard_negative_max_iou`` or more. (A background RoI's gt_boxes is the object
-        it overlaps most; an image without objects has none.)
+        object by ``hard_negative_max_iou`` or more, nor by the proposal matcher's foreground
+        IoU. (A background RoI's gt_boxes is the object it overlaps most; an image without
+        objects has none.)
+
+        The matcher's bound matters in a cascade: its later stages label background below a
+        stricter IoU (0.7), but a stored box comes back as a proposal, which this matcher (0.5)
+        would call foreground.
 
         Returns:
             Tensor: bool, shape (len(rois),).
@@ -553,7 +559,9 @@ class HNMROIHeads(StandardROIHeads):
         if not rois.has("gt_boxes") or len(rois) == 0:
             return is_background
         overlap = matched_pairwise_iou(rois.gt_boxes, rois.proposal_boxes)
-        return is_background & (overlap < self.hard_negative_max_iou)
+        # Matcher.thresholds is [-inf, foreground IoU, inf] for the heads' two labels.
+        limit = min(self.hard_negative_max_iou, self.proposal_matcher.thresholds[1])
+        return is_background & (overlap < limit)
 
     def _train_on_memory(self, loss_cls, pooled, proposals: List[Instances]) -> torch.Tensor:
         """``loss_cls`` with up to PER_ITER memory entries of earlier iterations as background.
