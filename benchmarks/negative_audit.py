@@ -49,9 +49,9 @@ class Run:
 
     def __init__(self, run_dir: Path):
         training_dir, self.results = _final_training(run_dir)
-        self.name = run_dir.name
+        self.name = str(run_dir)
         (inference,) = [p for p in (training_dir / "inference").iterdir() if p.is_dir()]
-        coco = json.loads(next(inference.glob("*_coco_format.json")).read_text())
+        coco = json.loads(_coco_ground_truth(run_dir, inference).read_text())
         self.files = {image["id"]: image["file_name"] for image in coco["images"]}
         self.objects = coco.get("annotations", [])  # absent when no image has one
         positive_ids = {annotation["image_id"] for annotation in self.objects}
@@ -70,6 +70,17 @@ class Run:
             for d in self.detections
             if d["image_id"] in self.negative_ids and d["score"] >= min_score
         ]
+
+
+def _coco_ground_truth(run_dir: Path, inference: Path) -> Path:
+    """The test set in COCO format, as detectron2's COCOEvaluator caches it: in the inference
+    directory, or (later mining rounds, which reuse the cache) the first one in the run."""
+    cached = list(inference.glob("*_coco_format.json")) or sorted(
+        run_dir.rglob("*_coco_format.json")
+    )
+    if not cached:
+        raise SystemExit(f"{run_dir}: no *_coco_format.json of the test set under it")
+    return cached[0]
 
 
 def _final_training(run_dir: Path):
