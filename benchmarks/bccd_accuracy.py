@@ -41,6 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from negative_audit import Run, recount  # noqa: E402  (this script's folder)
+
 from hnm_d2.evaluation.froc import load_curve  # noqa: E402
 
 TRAIN, TEST = "bench_train", "bench_test"
@@ -86,6 +88,8 @@ METRICS = [
     ("MR^-2", "negatives", "log_avg_miss_rate", "{:.3f}"),
     ("neg imgs with FA @0.5", "negatives", "images_with_fa@0.5", "{:.2f}"),
 ]
+# With --verdicts: the alarms at recall 0.9 less those a person judged unannotated objects.
+AUDITED = ("FA/neg img @R0.9 audited", "audit", "fa_per_image@recall0.9", "{:.3f}")
 
 
 # ------------------------------------------------------------------------------- commands
@@ -198,19 +202,35 @@ def format_cell(values, fmt):
     return cell if count == len(values) else f"{cell} ({count}/{len(values)} seeds)"
 
 
-def format_row(setting, runs):
+def format_row(setting, runs, metrics):
     cells = [setting]
-    for _, section, key, fmt in METRICS:
+    for _, section, key, fmt in metrics:
         cells.append(format_cell([r["results"].get(section, {}).get(key) for r in runs], fmt))
     cells.append(format_cell([r["seconds"] for r in runs], "{:.0f}"))
     return "| " + " | ".join(cells) + " |"
 
 
-def markdown_table(all_runs):
-    header = ["setting"] + [m[0] for m in METRICS] + ["time (s)"]
+def markdown_table(all_runs, metrics):
+    header = ["setting"] + [m[0] for m in metrics] + ["time (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [format_row(setting, runs) for setting, runs in all_runs.items() if runs]
+    lines += [format_row(setting, runs, metrics) for setting, runs in all_runs.items() if runs]
     return "\n".join(lines)
+
+
+def audited_results(output_dir, verdicts, verdicts_file):
+    """The "audit" section of a run's results: false alarms per negative image at recall 0.9
+    without those on candidates judged "object" (benchmarks/negative_audit.py). An alarm no one
+    has judged still counts, and is reported."""
+    split = recount(Run(output_dir), 0.9, verdicts)
+    if split is None:
+        return {}
+    if split.get("no candidate"):
+        sys.stderr.write(
+            f"{output_dir}: {split['no candidate']:.3f} alarms per negative image at recall 0.9 "
+            f"have no verdict in {verdicts_file} and count as false; give them one with "
+            "benchmarks/negative_audit.py candidates ... --verdicts " + verdicts_file + "\n"
+        )
+    return {"fa_per_image@recall0.9": sum(split.values()) - split.get("object", 0.0)}
 
 
 # ---------------------------------------------------------------------------------- plots
@@ -300,6 +320,11 @@ def parse_args():
     parser.add_argument(
         "--threads", type=int, default=0, help="threads per run (0 = cores // jobs)"
     )
+    parser.add_argument(
+        "--verdicts",
+        help="a verdicts file of benchmarks/negative_audit.py: adds the alarms at recall 0.9 "
+        "without those judged unannotated objects",
+    )
     args = parser.parse_args()
     if bool(args.coco_train) != bool(args.coco_test):
         parser.error("--coco-train and --coco-test go together")
@@ -325,12 +350,16 @@ def run_all(args, threads):
         sys.stderr.write(f"done: {setting}, seed {seed}, {seconds:.0f} s\n")
         return setting, seed, output_dir, seconds
 
+    verdicts = json.loads(Path(args.verdicts).read_text()) if args.verdicts else None
     all_runs = {setting: [] for setting in args.settings}
     froc_files = {setting: [] for setting in args.settings}
     jobs = [(setting, seed) for seed in args.seeds for setting in args.settings]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for setting, seed, output_dir, seconds in pool.map(lambda job: run(*job), jobs):
             training_dir, results = final_training(setting, output_dir)
+            if verdicts is not None:
+                audit = audited_results(output_dir, verdicts, args.verdicts)
+                results = {**results, "audit": audit}
             all_runs[setting].append({"seed": seed, "seconds": seconds, "results": results})
             froc = training_dir / "inference" / TEST / "froc.json"
             froc_files[setting] += [froc] if froc.exists() else []
@@ -359,7 +388,7 @@ def main():
         print(f"\nPlot: {out / 'plateau.png'}")
         return
     (out / "runs.json").write_text(json.dumps(all_runs, indent=2))
-    table = markdown_table(all_runs)
+    table = markdown_table(all_runs, METRICS + [AUDITED] if args.verdicts else METRICS)
     (out / "table.md").write_text(table + "\n")
     plot_settings_froc(froc_files, out / "froc.png")
     print(table)
