@@ -18,7 +18,8 @@ benchmark at any COCO-style data whose images without annotations are negatives.
 Resumable: a run whose output directory holds its time (seconds.txt) is reused, so the table
 can be completed over several sittings. ``--curve`` trains the given settings once with an
 evaluation every ``--eval-period`` iterations and plots AP50 against the iteration, to show
-the budget at which stock detectron2 has plateaued.
+the budget at which stock detectron2 has plateaued. ``--verdicts FILE`` adds the false alarms
+at recall 0.9 without those a person judged unannotated objects (benchmarks/negative_audit.py).
 
     .venv/bin/python benchmarks/bccd_accuracy.py --split test --iters 1500 --seeds 0 1 2 \
         --jobs 2 --output output/bench_bccd
@@ -41,7 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from negative_audit import Run, recount  # noqa: E402  (this script's folder)
+from negative_audit import Run, final_training, load_verdicts, recount  # noqa: E402
 
 from hnm_d2.evaluation.froc import load_curve  # noqa: E402
 
@@ -172,16 +173,6 @@ def run_dir(args, setting, seed, suffix=""):
     return (REPO / args.output / data / f"{slug}{suffix}_seed{seed}").resolve()
 
 
-def final_training(setting, output_dir):
-    """(the directory of the run's final training, its final evaluation results)."""
-    mining = SETTINGS[setting].mining
-    if mining is None:
-        return output_dir, json.loads((output_dir / "results.json").read_text())
-    report = json.loads((output_dir / "mining" / "report.json").read_text())
-    final = report["rounds"][-1] if mining == "rounds" else report
-    return Path(final["training_dir"]), final["results"]
-
-
 # --------------------------------------------------------------------------------- tables
 
 
@@ -217,11 +208,11 @@ def markdown_table(all_runs, metrics):
     return "\n".join(lines)
 
 
-def audited_results(output_dir, verdicts, verdicts_file):
+def audited_results(output_dir, verdicts, verdicts_file, test_json):
     """The "audit" section of a run's results: false alarms per negative image at recall 0.9
     without those on candidates judged "object" (benchmarks/negative_audit.py). An alarm no one
     has judged still counts, and is reported."""
-    split = recount(Run(output_dir), 0.9, verdicts)
+    split = recount(Run(str(output_dir), *final_training(output_dir), test_json), 0.9, verdicts)
     if split is None:
         return {}
     if split.get("no candidate"):
@@ -350,15 +341,16 @@ def run_all(args, threads):
         sys.stderr.write(f"done: {setting}, seed {seed}, {seconds:.0f} s\n")
         return setting, seed, output_dir, seconds
 
-    verdicts = json.loads(Path(args.verdicts).read_text()) if args.verdicts else None
+    verdicts = load_verdicts(args.verdicts) if args.verdicts else None
     all_runs = {setting: [] for setting in args.settings}
     froc_files = {setting: [] for setting in args.settings}
     jobs = [(setting, seed) for seed in args.seeds for setting in args.settings]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for setting, seed, output_dir, seconds in pool.map(lambda job: run(*job), jobs):
-            training_dir, results = final_training(setting, output_dir)
+            training_dir, results = final_training(output_dir)
             if verdicts is not None:
-                audit = audited_results(output_dir, verdicts, args.verdicts)
+                test_json = Path(args.coco_test[0]) if args.coco_test else None
+                audit = audited_results(output_dir, verdicts, args.verdicts, test_json)
                 results = {**results, "audit": audit}
             all_runs[setting].append({"seed": seed, "seconds": seconds, "results": results})
             froc = training_dir / "inference" / TEST / "froc.json"

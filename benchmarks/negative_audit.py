@@ -6,15 +6,15 @@ missed objects there, a detector that finds them is counted as firing on nothing
 shows every such alarm to a person and recounts with their verdicts.
 
 Step 1, candidates: every detection on a negative image scored at or above the threshold that
-the least confident run needs to reach the recall, merged across the runs (IoU 0.5), is cut out
-with its surroundings onto numbered contact sheets; one more sheet shows annotated objects for
-reference. The candidates are written to candidates.json.
+the least confident run needs to reach the recall (or --min-score), merged across the runs
+(IoU 0.5), that no earlier verdict covers, is cut out with its surroundings onto numbered
+contact sheets; one more sheet shows annotated objects for reference. candidates.json holds the
+earlier verdicts (--verdicts) followed by the new candidates, numbered as on the sheets.
 
     .venv/bin/python benchmarks/negative_audit.py candidates RUN_DIR... --output output/audit
 
-A person then copies candidates.json and sets each candidate's "verdict" to "object" (an
-unannotated object), "background" or "unsure". Verdicts already given to the same box in an
-earlier verdicts file (--verdicts) are carried over, so new runs only add new candidates.
+A person sets each new candidate's "verdict" in candidates.json to "object" (an unannotated
+object), "background" or "unsure"; the file is then the verdicts file of the next steps.
 
 Step 2, recount: per run, the false alarms per negative image at the recall, split by verdict.
 A detection on a candidate marked "object" is then no false alarm (ignored, as COCO ignores
@@ -23,7 +23,8 @@ crowd regions); the score threshold, set by the annotated positive images, does 
     .venv/bin/python benchmarks/negative_audit.py recount RUN_DIR... --verdicts FILE
 
 RUN_DIR is a run directory of benchmarks/bccd_accuracy.py (for image-level mining, its final
-training is used).
+training is used). A test set registered from a COCO file needs that file (--test-json):
+detectron2 writes its own COCO copy of the test set only for datasets without one.
 """
 
 import argparse
@@ -45,18 +46,29 @@ VERDICTS = ("object", "background", "unsure")
 
 
 class Run:
-    """One run's detections, ground truth and operating points on the test split."""
+    """One run's detections, ground truth and operating points on the test split.
 
-    def __init__(self, run_dir: Path):
-        training_dir, self.results = _final_training(run_dir)
-        self.name = str(run_dir)
-        (inference,) = [p for p in (training_dir / "inference").iterdir() if p.is_dir()]
-        coco = json.loads(_coco_ground_truth(run_dir, inference).read_text())
+    Args:
+        name (str): the run's name in tables.
+        training_dir (Path): the directory of the training that made the detections.
+        results (dict): that training's evaluation results (results.json).
+        test_json (Path or None): the test set in COCO format; default: detectron2's copy.
+    """
+
+    def __init__(self, name, training_dir: Path, results: dict, test_json: Path = None):
+        self.name = name
+        self.results = results
+        inference = _inference_dir(training_dir)
+        coco = json.loads((test_json or _detectron2_coco_copy(inference)).read_text())
         self.files = {image["id"]: image["file_name"] for image in coco["images"]}
         self.objects = coco.get("annotations", [])  # absent when no image has one
         positive_ids = {annotation["image_id"] for annotation in self.objects}
         self.negative_ids = set(self.files) - positive_ids
         self.detections = json.loads((inference / "coco_instances_results.json").read_text())
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path, test_json: Path = None):
+        return cls(str(run_dir), *final_training(run_dir), test_json)
 
     def score_at_recall(self, recall: float):
         """The score threshold at which the run reaches ``recall``; None where it never does."""
@@ -64,7 +76,8 @@ class Run:
         return None if threshold is None or math.isnan(threshold) else threshold
 
     def alarms(self, min_score: float):
-        """Detections on negative images scored >= ``min_score``: (file name, XYXY box, score)."""
+        """Detections on negative images scored >= ``min_score`` (the evaluator's rule):
+        (file name, XYXY box, score)."""
         return [
             (self.files[d["image_id"]], _xyxy(d["bbox"]), d["score"])
             for d in self.detections
@@ -72,19 +85,9 @@ class Run:
         ]
 
 
-def _coco_ground_truth(run_dir: Path, inference: Path) -> Path:
-    """The test set in COCO format, as detectron2's COCOEvaluator caches it: in the inference
-    directory, or (later mining rounds, which reuse the cache) the first one in the run."""
-    cached = list(inference.glob("*_coco_format.json")) or sorted(
-        run_dir.rglob("*_coco_format.json")
-    )
-    if not cached:
-        raise SystemExit(f"{run_dir}: no *_coco_format.json of the test set under it")
-    return cached[0]
-
-
-def _final_training(run_dir: Path):
-    """(directory of the run's final training, its evaluation results)."""
+def final_training(run_dir: Path):
+    """(directory of a benchmark run's final training, its evaluation results): the run itself,
+    or for image-level mining its last round (rounds) or its one training (online)."""
     if (run_dir / "results.json").exists():
         return run_dir, json.loads((run_dir / "results.json").read_text())
     report = json.loads((run_dir / "mining" / "report.json").read_text())
@@ -92,17 +95,36 @@ def _final_training(run_dir: Path):
     return Path(final["training_dir"]), final["results"]
 
 
+def _inference_dir(training_dir: Path) -> Path:
+    test_sets = [p for p in (training_dir / "inference").iterdir() if p.is_dir()]
+    if len(test_sets) != 1:
+        raise SystemExit(
+            f"{training_dir / 'inference'}: expected the results of one test set, found "
+            f"{[p.name for p in test_sets]}; evaluate the run on one DATASETS.TEST"
+        )
+    return test_sets[0]
+
+
+def _detectron2_coco_copy(inference: Path) -> Path:
+    """The COCO copy of the test set that detectron2's COCOEvaluator writes beside its results;
+    a later mining round reuses the first round's copy, so there it is looked for in every
+    round of the run."""
+    name = f"{inference.name}_coco_format.json"
+    copies = [inference / name]
+    training_dir = inference.parents[1]
+    if training_dir.parent.name == "mining":
+        copies += sorted(training_dir.parent.glob(f"*/inference/{inference.name}/{name}"))
+    found = [path for path in copies if path.exists()]
+    if not found:
+        raise SystemExit(
+            f"{inference}: no {name}, detectron2's COCO copy of the test set (not written for "
+            "a test set registered from a COCO file); pass that file with --test-json"
+        )
+    return found[0]
+
+
 def _xyxy(xywh):
     return BoxMode.convert(list(xywh), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
-
-
-def _same_box(box, others, iou=MERGE_IOU):
-    """Index of the first of ``others`` (XYXY lists) overlapping ``box`` by ``iou``, or -1."""
-    if not others:
-        return -1
-    ious = pairwise_iou(Boxes(torch.tensor([box])), Boxes(torch.tensor(others)))[0]
-    hits = (ious >= iou).nonzero()
-    return int(hits[0]) if len(hits) else -1
 
 
 def _same_image(file_a, file_b):
@@ -111,32 +133,51 @@ def _same_image(file_a, file_b):
     return Path(file_a).name == Path(file_b).name
 
 
+def _best_match(file_name, box, entries):
+    """The entry of the same image overlapping ``box`` most, by at least MERGE_IOU, or None."""
+    same_image = [e for e in entries if _same_image(e["file_name"], file_name)]
+    if not same_image:
+        return None
+    others = Boxes(torch.tensor([e["box"] for e in same_image], dtype=torch.float32))
+    ious = pairwise_iou(Boxes(torch.tensor([box], dtype=torch.float32)), others)[0]
+    best = int(ious.argmax())
+    return same_image[best] if ious[best] >= MERGE_IOU else None
+
+
 def merge_candidates(alarms):
     """Greedy merge, highest score first: an alarm overlapping a candidate of its image joins it."""
     candidates = []
     for file_name, box, score in sorted(alarms, key=lambda alarm: -alarm[2]):
-        same_image = [c for c in candidates if c["file_name"] == file_name]
-        match = _same_box(box, [c["box"] for c in same_image])
-        if match >= 0:
-            same_image[match]["detections"] += 1
+        match = _best_match(file_name, box, candidates)
+        if match is not None:
+            match["detections"] += 1
         else:
             candidates.append({"file_name": file_name, "box": box, "score": score, "detections": 1})
     return candidates
 
 
-def carry_verdicts(candidates, earlier):
-    """Each candidate gets the verdict an earlier file gave the same box, else None."""
-    for candidate in candidates:
-        same_image = [c for c in earlier if _same_image(c["file_name"], candidate["file_name"])]
-        match = _same_box(candidate["box"], [c["box"] for c in same_image])
-        candidate["verdict"] = same_image[match]["verdict"] if match >= 0 else None
-    return candidates
+def new_candidates(candidates, verdicts):
+    """The candidates no verdict covers yet, with an empty verdict to fill in."""
+    uncovered = [c for c in candidates if _best_match(c["file_name"], c["box"], verdicts) is None]
+    return [{**c, "verdict": None} for c in uncovered]
+
+
+def load_verdicts(path):
+    """A verdicts file, checked: every entry has one of VERDICTS."""
+    verdicts = json.loads(Path(path).read_text())
+    missing = [i for i, v in enumerate(verdicts) if v.get("verdict") not in VERDICTS]
+    if missing:
+        raise SystemExit(
+            f"{path}: entries {missing} have no verdict or another word; set each one's "
+            f'"verdict" to one of {VERDICTS}'
+        )
+    return verdicts
 
 
 def _crop(file_name, box, label, colour):
     image = Image.open(file_name).convert("RGB")
     x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0) * CONTEXT
+    side = max(x1 - x0, y1 - y0, 1.0) * CONTEXT
     left, top = (x0 + x1 - side) / 2, (y0 + y1 - side) / 2
     crop = image.crop((int(left), int(top), int(left + side), int(top + side)))
     crop = crop.resize((CROP_PIXELS, CROP_PIXELS))
@@ -158,13 +199,15 @@ def _sheet(crops, path):
     sheet.save(path)
 
 
-def write_sheets(candidates, runs, output: Path):
-    """Numbered crops of the candidates without a verdict, and a sheet of annotated objects."""
-    todo = [(i, c) for i, c in enumerate(candidates) if c["verdict"] is None]
+def write_sheets(entries, runs, output: Path):
+    """Numbered crops of the entries without a verdict, and a sheet of annotated objects."""
+    for old_sheet in output.glob("candidates_*.png"):  # their numbers point into an older file
+        old_sheet.unlink()
+    todo = [(i, e) for i, e in enumerate(entries) if e["verdict"] is None]
     for start in range(0, len(todo), PER_SHEET):
         crops = [
-            _crop(c["file_name"], c["box"], f"#{i} {c['score']:.2f}", "lime")
-            for i, c in todo[start : start + PER_SHEET]
+            _crop(e["file_name"], e["box"], f"#{i} {e['score']:.2f}", "lime")
+            for i, e in todo[start : start + PER_SHEET]
         ]
         _sheet(crops, output / f"candidates_{start // PER_SHEET}.png")
     run = next((run for run in runs if run.objects), None)
@@ -179,8 +222,7 @@ def write_sheets(candidates, runs, output: Path):
 
 def recall_floor(runs, recall):
     """The lowest score threshold at which one of ``runs`` reaches ``recall``."""
-    thresholds = [run.score_at_recall(recall) for run in runs]
-    reached = [t for t in thresholds if t is not None]
+    reached = [t for t in (run.score_at_recall(recall) for run in runs) if t is not None]
     if not reached:
         raise SystemExit(
             f"no run reaches recall {recall:g} (a test set without positive images?); "
@@ -190,52 +232,60 @@ def recall_floor(runs, recall):
 
 
 def candidates_command(args):
-    runs = [Run(Path(d)) for d in args.run_dirs]
+    runs = [Run.from_run_dir(Path(d), args.test_json) for d in args.run_dirs]
     floor = args.min_score if args.min_score is not None else recall_floor(runs, args.recall)
     alarms = [alarm for run in runs for alarm in run.alarms(floor)]
-    earlier = json.loads(Path(args.verdicts).read_text()) if args.verdicts else []
-    candidates = carry_verdicts(merge_candidates(alarms), earlier)
+    verdicts = load_verdicts(args.verdicts) if args.verdicts else []
+    entries = verdicts + new_candidates(merge_candidates(alarms), verdicts)
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "candidates.json").write_text(json.dumps(candidates, indent=1))
-    todo = write_sheets(candidates, runs, args.output)
+    (args.output / "candidates.json").write_text(json.dumps(entries, indent=1))
+    todo = write_sheets(entries, runs, args.output)
     print(
         f"{len(alarms)} detections on negative images of {len(runs)} run(s) at score >= "
-        f"{floor:.3f} -> {len(candidates)} "
-        f"candidates, {todo} without a verdict; sheets and candidates.json in {args.output}"
+        f"{floor:.3f}: {todo} new candidates to judge, numbered in "
+        f"{args.output / 'candidates.json'} after {len(verdicts)} earlier verdicts"
     )
 
 
 def recount(run, recall, verdicts):
-    """False alarms per negative image at ``recall``, split by the verdict of their candidate."""
+    """False alarms per negative image at ``recall``, split by the verdict of their candidate
+    ("no candidate" where none covers an alarm); None where the recall is never reached or
+    there is no negative image."""
     threshold = run.score_at_recall(recall)
-    if threshold is None:
+    if threshold is None or not run.negative_ids:
         return None
+    alarms = run.alarms(threshold)
+    _check_against_evaluator(run, recall, len(alarms) / len(run.negative_ids))
     counts = Counter()
-    for file_name, box, _ in run.alarms(threshold):
-        same_image = [v for v in verdicts if _same_image(v["file_name"], file_name)]
-        match = _same_box(box, [v["box"] for v in same_image])
-        counts[same_image[match]["verdict"] if match >= 0 else "no candidate"] += 1
-    negatives = len(run.negative_ids)
-    return {verdict: count / negatives for verdict, count in counts.items()}
+    for file_name, box, _ in alarms:
+        match = _best_match(file_name, box, verdicts)
+        counts[match["verdict"] if match is not None else "no candidate"] += 1
+    return {verdict: count / len(run.negative_ids) for verdict, count in counts.items()}
+
+
+def _check_against_evaluator(run, recall, alarms_per_image):
+    """The recount starts from the evaluator's own figure, or the test set read is not the one
+    the run was evaluated on."""
+    evaluated = run.results["negatives"].get(f"fa_per_image@recall{recall:g}")
+    if evaluated is not None and not math.isclose(alarms_per_image, evaluated, abs_tol=1e-6):
+        raise SystemExit(
+            f"{run.name}: {alarms_per_image:.3f} false alarms per negative image at recall "
+            f"{recall:g} here, {evaluated:.3f} in its evaluation: the COCO file of the test set "
+            "is not the one the run was evaluated on (see --test-json)"
+        )
 
 
 def recount_command(args):
-    verdicts = json.loads(Path(args.verdicts).read_text())
-    missing = [i for i, v in enumerate(verdicts) if v.get("verdict") not in VERDICTS]
-    if missing:
-        raise SystemExit(
-            f"{args.verdicts}: candidates {missing} have no verdict; set each one's "
-            f'"verdict" to one of {VERDICTS}'
-        )
+    verdicts = load_verdicts(args.verdicts)
     columns = ["all", *VERDICTS, "no candidate"]
     print(f"false alarms per negative image at recall {args.recall:g}, by verdict")
     print("| run | " + " | ".join(columns) + " | without unannotated objects |")
     print("|---" * (len(columns) + 2) + "|")
     for run_dir in args.run_dirs:
-        run = Run(Path(run_dir))
+        run = Run.from_run_dir(Path(run_dir), args.test_json)
         split = recount(run, args.recall, verdicts)
         if split is None:
-            print(f"| {run.name} | recall {args.recall:g} not reached |")
+            print(f"| {run.name} | recall {args.recall:g} not reached, or no negative image |")
             continue
         total = sum(split.values())
         cells = [total] + [split.get(column, 0.0) for column in columns[1:]]
@@ -253,7 +303,8 @@ def parse_args():
         type=float,
         help="candidates' lowest score (default: the lowest threshold at --recall of the runs)",
     )
-    parser.add_argument("--verdicts", help="a candidates.json with verdicts set")
+    parser.add_argument("--verdicts", help="a verdicts file (a candidates.json, judged)")
+    parser.add_argument("--test-json", type=Path, help="the test set's COCO file, if it has one")
     parser.add_argument("--output", type=Path, default=Path("output/negative_audit"))
     args = parser.parse_args()
     if args.step == "recount" and not args.verdicts:
