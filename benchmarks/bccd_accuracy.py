@@ -109,7 +109,9 @@ def data_flags(args):
             *args.coco_test,
         ]
     else:
-        train_split = "trainval" if args.split == "test" else "train"
+        train_split = args.train_split or ("trainval" if args.split == "test" else "train")
+        if train_split.endswith(".txt"):  # a file of one's own; the runs start in the repo
+            train_split = str(Path(train_split).resolve())
         root = str(Path(args.bccd_root).resolve())
         flags = ["--register-voc", TRAIN, root, train_split, "Platelets"]
         flags += ["--register-voc", TEST, root, args.split, "Platelets"]
@@ -295,6 +297,11 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bccd-root", default=str(REPO.parent / "shared/data/bccd"))
     parser.add_argument("--split", choices=["val", "test"], default="val")
+    parser.add_argument(
+        "--train-split",
+        help="BCCD training split: a name in ImageSets/Main or a .txt file of file ids "
+        "(default: trainval with --split test, else train)",
+    )
     parser.add_argument("--coco-train", nargs=2, metavar=("JSON", "IMAGES"))
     parser.add_argument("--coco-test", nargs=2, metavar=("JSON", "IMAGES"))
     parser.add_argument("--iters", type=int, default=1500, help="training iterations per run")

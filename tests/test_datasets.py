@@ -240,6 +240,14 @@ def test_voc_class_absent_from_the_split_is_an_error_listing_the_classes(bccd_ro
         load_voc_with_negatives(str(bccd_root), "test", ["Platelet"])
 
 
+def test_voc_split_of_ones_own_is_a_txt_file_outside_the_dataset(bccd_root, tmp_path):
+    split_file = tmp_path / "my_split.txt"
+    split_file.write_text("BloodImage_00011\nBloodImage_00001\n")
+    dicts = load_voc_with_negatives(str(bccd_root), str(split_file), ["Platelets"])
+    assert [d["image_id"] for d in dicts] == [11, 1]
+    assert dicts[0]["file_name"] == str(bccd_root / "JPEGImages" / "BloodImage_00011.jpg")
+
+
 def test_voc_missing_split_lists_the_splits_found(bccd_root):
     with pytest.raises(FileNotFoundError, match=r"nosuchsplit.txt does not exist.*'trainval'"):
         load_voc_with_negatives(str(bccd_root), "nosuchsplit", ["Platelets"])

@@ -110,9 +110,7 @@ def test_a_nan_threshold_means_the_recall_is_never_reached(audit, tmp_path):
         audit.recall_floor([run], 0.9)
 
 
-def test_a_mining_run_is_read_from_its_last_round_with_the_first_rounds_coco_copy(
-    audit, tmp_path
-):
+def test_a_mining_run_is_read_from_its_last_round_with_the_first_rounds_coco_copy(audit, tmp_path):
     """detectron2 writes the COCO copy of the test set once per process; a later round's
     directory has none, and the evaluator's positives-only copy must not stand in for it."""
     mining = tmp_path / "run" / "mining"

@@ -398,7 +398,9 @@ def load_voc_with_negatives(root: str, split: str, class_names: Sequence[str]) -
 
     Args:
         root: folder with Annotations/*.xml, JPEGImages/*.jpg and ImageSets/Main/{split}.txt.
-        split: name of the split file, e.g. "train", "val", "trainval", "test".
+        split: name of the split file, e.g. "train", "val", "trainval", "test"; or the path
+            of a ``.txt`` file of file ids anywhere, for a split of one's own beside a
+            read-only copy of the dataset.
         class_names: classes to keep; category id i is class_names[i]. Objects of other
             classes are left out, and an image with none of the chosen classes is a negative.
 
@@ -411,7 +413,7 @@ def load_voc_with_negatives(root: str, split: str, class_names: Sequence[str]) -
             file lacks a field, or a chosen class has no object in the split.
     """
     root, class_names = Path(root), list(class_names)
-    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    split_file = Path(split) if split.endswith(".txt") else root / "ImageSets/Main" / f"{split}.txt"
     file_ids = _voc_file_ids(split_file)
     dataset_dicts, file_id_of_image_id = [], {}
     for file_id in file_ids:
@@ -488,7 +490,8 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
         action="append",
         default=[],
         metavar=("NAME", "ROOT", "SPLIT", "CLASS[,CLASS]"),
-        help="register a Pascal VOC split keeping these classes; other images are negatives",
+        help="register a Pascal VOC split keeping these classes; other images are negatives. "
+        "SPLIT names ROOT/ImageSets/Main/SPLIT.txt, or is the path of a .txt file of file ids",
     )
     group.add_argument(
         "--register-negatives",
