@@ -214,7 +214,7 @@ def audited_results(output_dir, verdicts, verdicts_file, test_json):
     """The "audit" section of a run's results: false alarms per negative image at recall 0.9
     without those on candidates judged "object" (benchmarks/negative_audit.py). An alarm no one
     has judged still counts, and is reported."""
-    split = recount(Run(str(output_dir), *final_training(output_dir), test_json), 0.9, verdicts)
+    split = recount(Run.from_run_dir(output_dir, test_json), 0.9, verdicts)
     if split is None:
         return {}
     if split.get("no candidate"):
