@@ -13,6 +13,7 @@ from detectron2.utils import comm
 from torch import nn
 
 from hnm_d2.engine.buffer_hook import HardNegativeBufferSync
+from hnm_d2.engine.launcher import leave_process_group
 from hnm_d2.modeling import HardNegativeBuffer, image_key
 from hnm_d2.modeling.buffer import TABLE_COLUMNS, entries_to_table, table_to_entries
 
@@ -206,6 +207,7 @@ def distributed_worker(out_dir, checkpoint_period):
         "restored": fresh.heads.buffer.table(),
     }
     torch.save(result, f"{out_dir}/rank{rank}.pt")
+    leave_process_group()
 
 
 def test_two_processes_each_restore_their_own_buffer(tmp_path):

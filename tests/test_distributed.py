@@ -17,6 +17,7 @@ from helpers import run_python
 import hnm_d2
 from hnm_d2.data import register_synthetic_splits
 from hnm_d2.engine.checkpoint import AtomicDetectionCheckpointer
+from hnm_d2.engine.launcher import leave_process_group
 from hnm_d2.engine.pool_scoring import score_pool, select_hardest
 from hnm_d2.modeling.buffer import table_to_entries
 
@@ -127,9 +128,7 @@ def score_worker(weights, synthetic_root, batch_size, result_file):
         torch.save(records, result_file)
     else:
         assert records == []
-    # Both ranks leave together: a rank that exits while the other still works can abort in
-    # gloo's teardown ("terminate called without an active exception"), seen once under load.
-    comm.synchronize()
+    leave_process_group()
 
 
 # Two ranks of score_worker through detectron2's launch, in a process of their own so that the

@@ -30,6 +30,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils import comm
 
 from hnm_d2.config import HNMConfigError, add_hnm_config
+from hnm_d2.engine.launcher import leave_process_group
 from hnm_d2.evaluation import (
     NegativeImageEvaluator,
     build_hnm_evaluator,
@@ -448,8 +449,7 @@ def _evaluate_half_per_rank(name, output_dir, result_dir):
     results = run_evaluation(evaluator, make_records()[rank::2])
     with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as f:
         json.dump(results, f)
-    # Leave together: a gloo rank exiting while the other still works can abort.
-    comm.synchronize()
+    leave_process_group()
 
 
 def test_two_process_results_equal_single_process_results(dataset_factory, tmp_path):

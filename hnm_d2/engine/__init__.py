@@ -3,6 +3,7 @@ from .checkpoint import AtomicDetectionCheckpointer, CheckpointError
 from .launcher import (
     hnm_argument_parser,
     launch_with_args,
+    leave_process_group,
     log_summary,
     prepare_datasets,
     register_datasets,
@@ -22,6 +23,7 @@ __all__ = [
     "MiningStateError",
     "hnm_argument_parser",
     "launch_with_args",
+    "leave_process_group",
     "images_per_round",
     "log_summary",
     "prepare_datasets",

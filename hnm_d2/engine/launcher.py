@@ -4,6 +4,7 @@ import logging
 import math
 import os
 
+import torch.distributed as dist
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
@@ -19,6 +20,7 @@ from .atomic import write_json_atomically
 
 __all__ = [
     "launch_with_args",
+    "leave_process_group",
     "hnm_argument_parser",
     "prepare_datasets",
     "register_datasets",
@@ -58,13 +60,30 @@ def launch_with_args(main_func, args):
     """Run ``main_func(args)`` on the processes the command line asks for (--num-gpus,
     --num-machines, --machine-rank, --dist-url), through detectron2's ``launch``."""
     launch(
-        main_func,
+        _run_then_leave,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
-        args=(args,),
+        args=(main_func, args),
     )
+
+
+def _run_then_leave(main_func, args):
+    main_func(args)
+    leave_process_group()
+
+
+def leave_process_group():
+    """End a worker's part in the process group: wait for every rank, then destroy the group.
+
+    detectron2's ``launch`` leaves the group to the interpreter's exit, where gloo's threads
+    can abort a rank ("terminate called without an active exception"), and ``launch`` then
+    fails a run that finished. A no-op in a single process.
+    """
+    if comm.get_world_size() > 1:
+        comm.synchronize()
+        dist.destroy_process_group()
 
 
 def register_datasets(args):
