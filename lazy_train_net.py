@@ -176,7 +176,6 @@ def main(args):
     else:
         results = do_train(args, cfg)
     report(cfg, results)
-    comm.synchronize()  # ranks leave together, as in train_net.py
     return results
 
 
