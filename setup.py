@@ -1,4 +1,5 @@
 """hnm_d2: hard negative mining for detectron2's Faster R-CNN."""
+
 from setuptools import find_packages, setup
 
 setup(
