@@ -79,7 +79,7 @@ class Run:
         """Detections on negative images scored >= ``min_score`` (the evaluator's rule):
         (file name, XYXY box, score)."""
         return [
-            (self.files[d["image_id"]], _xyxy(d["bbox"]), d["score"])
+            (self.files[d["image_id"]], xyxy(d["bbox"]), d["score"])
             for d in self.detections
             if d["image_id"] in self.negative_ids and d["score"] >= min_score
         ]
@@ -123,7 +123,7 @@ def _detectron2_coco_copy(inference: Path) -> Path:
     return found[0]
 
 
-def _xyxy(xywh):
+def xyxy(xywh):
     return BoxMode.convert(list(xywh), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
 
 
@@ -133,7 +133,7 @@ def _same_image(file_a, file_b):
     return Path(file_a).name == Path(file_b).name
 
 
-def _best_match(file_name, box, entries):
+def best_match(file_name, box, entries):
     """The entry of the same image overlapping ``box`` most, by at least MERGE_IOU, or None."""
     same_image = [e for e in entries if _same_image(e["file_name"], file_name)]
     if not same_image:
@@ -148,7 +148,7 @@ def merge_candidates(alarms):
     """Greedy merge, highest score first: an alarm overlapping a candidate of its image joins it."""
     candidates = []
     for file_name, box, score in sorted(alarms, key=lambda alarm: -alarm[2]):
-        match = _best_match(file_name, box, candidates)
+        match = best_match(file_name, box, candidates)
         if match is not None:
             match["detections"] += 1
         else:
@@ -158,7 +158,7 @@ def merge_candidates(alarms):
 
 def new_candidates(candidates, verdicts):
     """The candidates no verdict covers yet, with an empty verdict to fill in."""
-    uncovered = [c for c in candidates if _best_match(c["file_name"], c["box"], verdicts) is None]
+    uncovered = [c for c in candidates if best_match(c["file_name"], c["box"], verdicts) is None]
     return [{**c, "verdict": None} for c in uncovered]
 
 
@@ -213,7 +213,7 @@ def write_sheets(entries, runs, output: Path):
     run = next((run for run in runs if run.objects), None)
     if run is not None:
         references = [
-            _crop(run.files[o["image_id"]], _xyxy(o["bbox"]), "annotated", "red")
+            _crop(run.files[o["image_id"]], xyxy(o["bbox"]), "annotated", "red")
             for o in run.objects[:PER_SHEET]
         ]
         _sheet(references, output / "annotated_objects.png")
@@ -255,15 +255,15 @@ def recount(run, recall, verdicts):
     if threshold is None or not run.negative_ids:
         return None
     alarms = run.alarms(threshold)
-    _check_against_evaluator(run, recall, len(alarms) / len(run.negative_ids))
+    check_against_evaluator(run, recall, len(alarms) / len(run.negative_ids))
     counts = Counter()
     for file_name, box, _ in alarms:
-        match = _best_match(file_name, box, verdicts)
+        match = best_match(file_name, box, verdicts)
         counts[match["verdict"] if match is not None else "no candidate"] += 1
     return {verdict: count / len(run.negative_ids) for verdict, count in counts.items()}
 
 
-def _check_against_evaluator(run, recall, alarms_per_image):
+def check_against_evaluator(run, recall, alarms_per_image):
     """The recount starts from the evaluator's own figure, or the test set read is not the one
     the run was evaluated on."""
     evaluated = run.results["negatives"].get(f"fa_per_image@recall{recall:g}")

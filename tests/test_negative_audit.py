@@ -74,8 +74,8 @@ def test_an_alarm_takes_the_verdict_of_the_box_it_overlaps_most(audit):
         {"file_name": "2.jpg", "box": [0, 0, 10, 10], "verdict": "background"},
         {"file_name": "2.jpg", "box": [2, 0, 12, 10], "verdict": "object"},
     ]
-    assert audit._best_match("/x/2.jpg", [2, 0, 12, 10], verdicts)["verdict"] == "object"
-    assert audit._best_match("/x/3.jpg", [2, 0, 12, 10], verdicts) is None
+    assert audit.best_match("/x/2.jpg", [2, 0, 12, 10], verdicts)["verdict"] == "object"
+    assert audit.best_match("/x/3.jpg", [2, 0, 12, 10], verdicts) is None
 
 
 def test_recount_splits_the_alarms_at_the_recall_threshold_by_verdict(audit, tmp_path):

@@ -1,0 +1,125 @@
+"""benchmarks/paired_bootstrap.py: the alarms at matched recall recomputed per run and per draw
+of test images, the comparison of two settings over the draws, and the test-set size estimate."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_bootstrap.py"
+
+# Image 1 is positive, with two objects; images 2 and 3 are negative. Detections are COCO's
+# (image id, XYWH box, score).
+OBJECTS = [[0, 0, 10, 10], [20, 20, 10, 10]]
+HITS_AND_A_MISS = [(1, [0, 0, 10, 10], 0.9), (1, [20, 20, 10, 10], 0.6), (1, [50, 50, 5, 5], 0.7)]
+# At recall 1 the threshold is 0.6 (the second hit): two alarms on image 2, none on image 3.
+ALARMS = [(2, [5, 5, 10, 10], 0.8), (2, [30, 30, 10, 10], 0.62), (3, [0, 0, 8, 8], 0.5)]
+
+
+@pytest.fixture(scope="module")
+def bootstrap():
+    spec = importlib.util.spec_from_file_location("paired_bootstrap", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(run_dir: Path, detections, images=(1, 2, 3), evaluated=None):
+    """A benchmark run as detectron2 and the evaluator leave it; ``evaluated`` is its own
+    false alarms per negative image at recall 1 (results.json), if given."""
+    inference = run_dir / "inference" / "test"
+    inference.mkdir(parents=True)
+    coco = {
+        "images": [{"id": i, "file_name": f"/data/{i}.jpg"} for i in images],
+        "annotations": [
+            {"image_id": 1, "bbox": box, "category_id": 0, "iscrowd": 0} for box in OBJECTS
+        ],
+    }
+    (inference / "test_coco_format.json").write_text(json.dumps(coco))
+    results = [
+        {"image_id": i, "bbox": box, "score": s, "category_id": 0} for i, box, s in detections
+    ]
+    (inference / "coco_instances_results.json").write_text(json.dumps(results))
+    negatives = {} if evaluated is None else {"fa_per_image@recall1": evaluated}
+    (run_dir / "results.json").write_text(json.dumps({"negatives": negatives}))
+    return run_dir
+
+
+def images_of(bootstrap, run_dir, verdicts=None):
+    return bootstrap.run_images(bootstrap.Run.from_run_dir(run_dir), verdicts)
+
+
+def test_alarms_at_recall_follow_the_threshold_the_drawn_positives_set(bootstrap, tmp_path):
+    images = images_of(bootstrap, write_run(tmp_path / "a", HITS_AND_A_MISS + ALARMS))
+    assert images.positive_ids == (1,) and images.negative_ids == (2, 3)
+    everything = (np.array([0]), np.array([0, 1]))
+    assert bootstrap.alarms_at_recall(images, *everything, recall=1.0) == 1.0  # 2 alarms / 2
+    assert bootstrap.alarms_at_recall(images, *everything, recall=0.5) == 0.0  # threshold 0.9
+    # The same negative image drawn twice counts twice.
+    assert bootstrap.alarms_at_recall(images, np.array([0]), np.array([0, 0]), 1.0) == 2.0
+    assert bootstrap.alarms_at_recall(images, np.array([0]), np.array([1, 1]), 1.0) == 0.0
+
+
+def test_a_recall_never_reached_is_nan(bootstrap, tmp_path):
+    images = images_of(bootstrap, write_run(tmp_path / "a", HITS_AND_A_MISS[:1] + ALARMS))
+    assert math.isnan(bootstrap.alarms_at_recall(images, np.array([0]), np.array([0, 1]), 1.0))
+
+
+def test_an_alarm_judged_an_object_is_not_counted(bootstrap, tmp_path):
+    run_dir = write_run(tmp_path / "a", HITS_AND_A_MISS + ALARMS)
+    verdicts = [{"file_name": "2.jpg", "box": [5, 5, 15, 15], "verdict": "object"}]
+    everything = (np.array([0]), np.array([0, 1]))
+    audited = images_of(bootstrap, run_dir, verdicts)
+    assert bootstrap.alarms_at_recall(audited, *everything, recall=1.0) == 0.5
+    verdicts[0]["verdict"] = "background"
+    background = images_of(bootstrap, run_dir, verdicts)
+    assert bootstrap.alarms_at_recall(background, *everything, recall=1.0) == 1.0
+
+
+def test_identical_settings_tie_in_every_draw(bootstrap, tmp_path):
+    runs = [images_of(bootstrap, write_run(tmp_path / "a", HITS_AND_A_MISS + ALARMS))]
+    result = bootstrap.compare(runs, runs, recall=1.0, resamples=50, seed=0)
+    assert (result.ratio, result.low, result.high, result.fewer, result.draws) == (1, 1, 1, 0, 50)
+
+
+def test_a_candidate_without_alarms_is_fewer_in_every_draw(bootstrap, tmp_path):
+    alarms_everywhere = ALARMS[:2] + [(3, [0, 0, 8, 8], 0.95)]
+    baseline = [
+        images_of(bootstrap, write_run(tmp_path / "a", HITS_AND_A_MISS + alarms_everywhere))
+    ]
+    candidate = [images_of(bootstrap, write_run(tmp_path / "b", HITS_AND_A_MISS))]
+    result = bootstrap.compare(baseline, candidate, recall=1.0, resamples=50, seed=0)
+    assert (result.baseline_rate, result.candidate_rate) == (1.5, 0.0)
+    assert (result.ratio, result.low, result.high, result.fewer) == (0, 0, 0, 1)
+
+
+def test_a_setting_is_the_mean_of_its_seeds(bootstrap, tmp_path):
+    two = images_of(bootstrap, write_run(tmp_path / "a", HITS_AND_A_MISS + ALARMS))
+    none = images_of(bootstrap, write_run(tmp_path / "b", HITS_AND_A_MISS))
+    everything = (np.array([0]), np.array([0, 1]))
+    assert bootstrap.setting_rate([two, none], *everything, recall=1.0) == 0.5
+
+
+def test_a_run_disagreeing_with_its_own_evaluation_is_refused(bootstrap, tmp_path):
+    agrees = write_run(tmp_path / "a", HITS_AND_A_MISS + ALARMS, evaluated=1.0)
+    assert len(bootstrap.load_setting([agrees], 1.0, None)) == 1
+    disagrees = write_run(tmp_path / "b", HITS_AND_A_MISS + ALARMS, evaluated=0.5)
+    with pytest.raises(SystemExit, match="not the one the run was evaluated on"):
+        bootstrap.load_setting([disagrees], 1.0, None)
+
+
+def test_runs_on_other_test_images_are_refused(bootstrap, tmp_path):
+    a = images_of(bootstrap, write_run(tmp_path / "a", HITS_AND_A_MISS))
+    b = images_of(bootstrap, write_run(tmp_path / "b", HITS_AND_A_MISS, images=(1, 2, 4)))
+    with pytest.raises(SystemExit, match="other test images"):
+        bootstrap.check_same_test_set(["a", "b"], [a, b])
+
+
+def test_negative_images_needed_to_show_a_halving(bootstrap):
+    # (1.6449 + 0.8416)^2 * (0.04 + 0.02) / 0.02^2 = 927.4 image evaluations.
+    assert bootstrap.negatives_needed_for_halving(0.04, seeds=1) == 928
+    assert bootstrap.negatives_needed_for_halving(0.04, seeds=3) == 310
+    assert bootstrap.negatives_needed_for_halving(0.0, seeds=3) == math.inf
