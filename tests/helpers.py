@@ -1,5 +1,6 @@
-"""Helpers shared by the tests that launch the project's commands in subprocesses."""
+"""Helpers shared by the tests that run the project's commands and scripts."""
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -9,6 +10,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark_script(name):
+    """A script of benchmarks/ as a module (the folder is no package), for testing its parts."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_python(args, timeout, env=None):

@@ -1,21 +1,16 @@
 """benchmarks/negative_audit.py: candidates merged across runs, earlier verdicts kept, and the
 recount of false alarms at the matched recall by verdict."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "negative_audit.py"
+from helpers import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def audit():
-    spec = importlib.util.spec_from_file_location("negative_audit", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("negative_audit")
 
 
 def write_training(training_dir: Path, detections, score_at_recall, coco_copy=True):

@@ -1,15 +1,13 @@
 """benchmarks/paired_bootstrap.py: the alarms at matched recall recomputed per run and per draw
 of test images, the comparison of two settings over the draws, and the test-set size estimate."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_bootstrap.py"
+from helpers import load_benchmark_script
 
 # Image 1 is positive, with two objects; images 2 and 3 are negative. Detections are COCO's
 # (image id, XYWH box, score).
@@ -21,10 +19,7 @@ ALARMS = [(2, [5, 5, 10, 10], 0.8), (2, [30, 30, 10, 10], 0.62), (3, [0, 0, 8, 8
 
 @pytest.fixture(scope="module")
 def bootstrap():
-    spec = importlib.util.spec_from_file_location("paired_bootstrap", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("paired_bootstrap")
 
 
 def write_run(run_dir: Path, detections, images=(1, 2, 3), evaluated=None):
