@@ -12,9 +12,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_benchmark_script(name):
-    """A script of benchmarks/ as a module (the folder is no package), for testing its parts."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+def load_script(path):
+    """A script of the repository (``path`` relative to its root) as a module, for testing its
+    parts: the scripts are in no package."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

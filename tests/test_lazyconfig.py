@@ -2,7 +2,6 @@
 (weight for weight, with hnm_d2's classes and data path), and the README's lazy command trains,
 evaluates and checkpoints with the mechanisms on."""
 
-import importlib.util
 import json
 import math
 import re
@@ -15,7 +14,7 @@ from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import build_model
 from detectron2.solver import LRMultiplier, build_lr_scheduler
-from helpers import run_python
+from helpers import load_script, run_python
 from omegaconf import ListConfig, OmegaConf
 
 import hnm_d2
@@ -226,9 +225,7 @@ def test_the_train_loader_takes_the_negative_share(synthetic_datasets):
 
 
 def test_the_launcher_names_an_unregistered_dataset_and_the_flags_that_register_it():
-    spec = importlib.util.spec_from_file_location("lazy_train_net", REPO / "lazy_train_net.py")
-    launcher = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(launcher)
+    launcher = load_script("lazy_train_net.py")
     cfg = load_lazy(BASE, ["dataloader.train.dataset.names=[my_train]"])
     expected = "dataloader.train.dataset.names names the dataset 'my_train'.*--register-coco"
     with pytest.raises(KeyError, match=expected):

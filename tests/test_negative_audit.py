@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import load_benchmark_script
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def audit():
-    return load_benchmark_script("negative_audit")
+    return load_script("benchmarks/negative_audit.py")
 
 
 def write_training(training_dir: Path, detections, score_at_recall, coco_copy=True):

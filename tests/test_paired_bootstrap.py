@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import load_benchmark_script
+from helpers import load_script
 
 # Image 1 is positive, with two objects; images 2 and 3 are negative. Detections are COCO's
 # (image id, XYWH box, score).
@@ -19,7 +19,7 @@ ALARMS = [(2, [5, 5, 10, 10], 0.8), (2, [30, 30, 10, 10], 0.62), (3, [0, 0, 8, 8
 
 @pytest.fixture(scope="module")
 def bootstrap():
-    return load_benchmark_script("paired_bootstrap")
+    return load_script("benchmarks/paired_bootstrap.py")
 
 
 def write_run(run_dir: Path, detections, images=(1, 2, 3), evaluated=None):
