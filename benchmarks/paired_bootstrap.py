@@ -108,15 +108,21 @@ def _positive_image(detections, annotations):
 
 
 def _is_judged_object(run, detection, verdicts):
-    if not verdicts:
-        return False
     match = best_match(run.files[detection["image_id"]], xyxy(detection["bbox"]), verdicts)
     return match is not None and match["verdict"] == "object"
 
 
-def run_images(run: Run, verdicts=None) -> RunImages:
-    """``run``'s detections split by test image; with ``verdicts``, the detections on negative
-    images judged unannotated objects are left out."""
+def _negative_scores(run, negative_ids, verdicts=()):
+    """Per negative image, the scores of its detections but those ``verdicts`` judge objects."""
+    by_image = {image_id: [] for image_id in negative_ids}
+    for detection in run.detections:
+        if detection["image_id"] in by_image and not _is_judged_object(run, detection, verdicts):
+            by_image[detection["image_id"]].append(detection["score"])
+    return [np.array(by_image[i]) for i in negative_ids]
+
+
+def run_images(run: Run) -> RunImages:
+    """``run``'s detections split by test image."""
     by_image = {image_id: [] for image_id in run.files}
     for detection in run.detections:
         by_image[detection["image_id"]].append(detection)
@@ -126,18 +132,20 @@ def run_images(run: Run, verdicts=None) -> RunImages:
     positive_ids = tuple(sorted(set(run.files) - run.negative_ids))
     negative_ids = tuple(sorted(run.negative_ids))
     positives = [_positive_image(by_image[i], annotations[i]) for i in positive_ids]
-    negative_scores = [
-        np.array([d["score"] for d in by_image[i] if not _is_judged_object(run, d, verdicts)])
-        for i in negative_ids
-    ]
     return RunImages(
         positive_ids,
         negative_ids,
         [p[0] for p in positives],
         [p[1] for p in positives],
         np.array([p[2] for p in positives], dtype=np.int64),
-        negative_scores,
+        _negative_scores(run, negative_ids),
     )
+
+
+def without_judged_objects(run: Run, images: RunImages, verdicts) -> RunImages:
+    """``images`` without the detections on negative images that a person judged unannotated
+    objects (the audited alarms)."""
+    return images._replace(negative_scores=_negative_scores(run, images.negative_ids, verdicts))
 
 
 def alarms_at_recall(images: RunImages, positive_draw, negative_draw, recall):
@@ -214,15 +222,15 @@ def negatives_needed_for_halving(rate, seeds):
     return math.ceil(evaluations / seeds)
 
 
-def load_setting(run_dirs, recall, test_json, verdicts=None):
-    """The runs of one setting as RunImages, each checked against its own evaluation."""
+def load_setting(run_dirs, recall, test_json):
+    """The runs of one setting, (Run, RunImages) each, checked against their own evaluation."""
     setting = []
     for run_dir in run_dirs:
         run = Run.from_run_dir(Path(run_dir), test_json)
         images = run_images(run)
         everything = (np.arange(len(images.objects)), np.arange(len(images.negative_scores)))
         check_against_evaluator(run, recall, alarms_at_recall(images, *everything, recall))
-        setting.append(run_images(run, verdicts) if verdicts else images)
+        setting.append((run, images))
     return setting
 
 
@@ -266,22 +274,27 @@ def main():
             f"--baseline has {len(args.baseline)} runs and --candidate {len(args.candidate)}: "
             "give both settings the same seeds"
         )
-    variants = [("all alarms", None)]
+    loaded = [
+        load_setting(dirs, args.recall, args.test_json) for dirs in (args.baseline, args.candidate)
+    ]
+    check_same_test_set(
+        args.baseline + args.candidate, [images for setting in loaded for _, images in setting]
+    )
+    variants = {"all alarms": [[images for _, images in setting] for setting in loaded]}
     if args.verdicts:
-        variants.append(("audited alarms", load_verdicts(args.verdicts)))
+        verdicts = load_verdicts(args.verdicts)
+        variants["audited alarms"] = [
+            [without_judged_objects(run, images, verdicts) for run, images in setting]
+            for setting in loaded
+        ]
     print(f"false alarms per negative image at recall {args.recall:g}, {args.resamples} draws")
     print(
         "| alarms | baseline | candidate | ratio | 95% of draws | share of draws fewer | draws "
         "| negative images to show a halving |"
     )
     print("|---" * 8 + "|")
-    for label, verdicts in variants:
-        settings = [
-            load_setting(dirs, args.recall, args.test_json, verdicts)
-            for dirs in (args.baseline, args.candidate)
-        ]
-        check_same_test_set(args.baseline + args.candidate, settings[0] + settings[1])
-        comparison = compare(*settings, args.recall, args.resamples, args.seed)
+    for label, (baseline, candidate) in variants.items():
+        comparison = compare(baseline, candidate, args.recall, args.resamples, args.seed)
         report(label, comparison, len(args.baseline))
 
 

@@ -44,7 +44,9 @@ def write_run(run_dir: Path, detections, images=(1, 2, 3), evaluated=None):
 
 
 def images_of(bootstrap, run_dir, verdicts=None):
-    return bootstrap.run_images(bootstrap.Run.from_run_dir(run_dir), verdicts)
+    run = bootstrap.Run.from_run_dir(run_dir)
+    images = bootstrap.run_images(run)
+    return images if verdicts is None else bootstrap.without_judged_objects(run, images, verdicts)
 
 
 def test_alarms_at_recall_follow_the_threshold_the_drawn_positives_set(bootstrap, tmp_path):
