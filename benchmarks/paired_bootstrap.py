@@ -39,6 +39,7 @@ from typing import List, NamedTuple
 
 import numpy as np
 import torch
+from detectron2.structures import BoxMode
 
 # hnm_d2 from this checkout, and negative_audit beside this script also when it is imported
 # from elsewhere (its tests).
@@ -53,6 +54,7 @@ from negative_audit import (  # noqa: E402
     xyxy,
 )
 
+from hnm_d2.evaluation.negative_evaluator import ground_truth  # noqa: E402
 from hnm_d2.evaluation.operating_point import (  # noqa: E402
     detection_curve,
     false_alarms_at_recall,
@@ -83,28 +85,19 @@ class RunImages(NamedTuple):
     negative_scores: List[np.ndarray]
 
 
-def _boxes(xywh_list):
-    return torch.tensor([xyxy(b) for b in xywh_list], dtype=torch.float32).reshape(-1, 4)
-
-
-def _classes(entries):
-    return torch.tensor([e["category_id"] for e in entries], dtype=torch.int64)
-
-
 def _positive_image(detections, annotations):
-    """(scores, outcomes, objects that count) of one positive image."""
-    objects = [a for a in annotations if not a.get("iscrowd", 0)]
-    crowd = [a for a in annotations if a.get("iscrowd", 0)]
+    """(scores, outcomes, objects that count) of one positive image, matched as the evaluator
+    matches: its ground truth read from the COCO annotations as from a dataset record."""
+    record = {"annotations": [{**a, "bbox_mode": BoxMode.XYWH_ABS} for a in annotations]}
+    truth = ground_truth(record)
+    scores = np.array([d["score"] for d in detections])
     outcomes = match_detections(
-        _boxes([d["bbox"] for d in detections]),
-        torch.tensor([d["score"] for d in detections], dtype=torch.float64),
-        _classes(detections),
-        _boxes([a["bbox"] for a in objects]),
-        _classes(objects),
-        _boxes([a["bbox"] for a in crowd]),
-        _classes(crowd),
+        torch.tensor([xyxy(d["bbox"]) for d in detections], dtype=torch.float32).reshape(-1, 4),
+        torch.from_numpy(scores),
+        torch.tensor([d["category_id"] for d in detections], dtype=torch.int64),
+        *truth,
     )
-    return np.array([d["score"] for d in detections]), outcomes.numpy(), len(objects)
+    return scores, outcomes.numpy(), len(truth.boxes)
 
 
 def _is_judged_object(run, detection, verdicts):

@@ -176,7 +176,8 @@ class GroundTruth(NamedTuple):
     crowd_classes: torch.Tensor
 
 
-def _ground_truth(record) -> GroundTruth:
+def ground_truth(record) -> GroundTruth:
+    """The objects and crowd regions of a dataset record (detectron2's dataset dict)."""
     objects, crowd = ([], []), ([], [])
     for annotation in record.get("annotations", []):
         box = BoxMode.convert(list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS)
@@ -494,7 +495,7 @@ def _index_images(dataset_name):
         if is_negative_image(record):
             negative_ids.add(record["image_id"])
         else:
-            truth[record["image_id"]] = _ground_truth(record)
+            truth[record["image_id"]] = ground_truth(record)
     return negative_ids, truth
 
 
