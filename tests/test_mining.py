@@ -26,7 +26,6 @@ from PIL import Image
 import hnm_d2
 from hnm_d2 import mine
 from hnm_d2.data import is_negative_image, register_negative_folder, register_subset
-from hnm_d2.engine.atomic import write_json_atomically
 from hnm_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from hnm_d2.engine.mining import scaled_schedule
 from hnm_d2.engine.mining_pool import CandidatePool, check_pool_outside_training_set
@@ -39,6 +38,7 @@ from hnm_d2.engine.pool_scoring import (
     score_pool,
     select_hardest,
 )
+from hnm_d2.utils.atomic import write_json_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = str(REPO / "configs" / "quick_schedules" / "hnm_instant_test.yaml")

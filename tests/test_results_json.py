@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import pytest
 
-from hnm_d2.engine.atomic import write_json_atomically
 from hnm_d2.engine.launcher import log_summary, save_results
+from hnm_d2.utils.atomic import write_json_atomically
 
 
 def strict_loads(text):

@@ -15,7 +15,7 @@ import zipfile
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .atomic import TEMPORARY_FILE_PATTERN, atomic_open
+from ..utils.atomic import TEMPORARY_FILE_PATTERN, atomic_open
 
 __all__ = ["AtomicDetectionCheckpointer", "CheckpointError"]
 

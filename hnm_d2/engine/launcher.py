@@ -16,7 +16,7 @@ from ..data import (
     register_from_args,
     register_synthetic_splits,
 )
-from .atomic import write_json_atomically
+from ..utils.atomic import write_json_atomically
 
 __all__ = [
     "launch_with_args",

@@ -38,7 +38,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from ..config import validate_hnm_config
-from .atomic import write_json_atomically
+from ..utils.atomic import write_json_atomically
 from .checkpoint import AtomicDetectionCheckpointer
 from .launcher import log_summary
 from .mining_pool import open_checked_pool

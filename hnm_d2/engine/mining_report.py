@@ -1,6 +1,6 @@
 """What the mining loop writes for people to read: JSON files and matplotlib plots (PNG).
 
-Every file is written atomically (:mod:`hnm_d2.engine.atomic`), so a reader (or a resumed run)
+Every file is written atomically (:mod:`hnm_d2.utils.atomic`), so a reader (or a resumed run)
 sees the previous complete file or the new one, never half of one.
 Plots are drawn on matplotlib's Agg canvas directly: no pyplot, no global backend switch.
 """
@@ -16,7 +16,7 @@ from detectron2.utils.visualizer import Visualizer
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .atomic import atomic_open
+from ..utils.atomic import atomic_open
 
 __all__ = [
     "MiningStateError",

@@ -8,7 +8,7 @@ import os
 
 from detectron2.utils import comm
 
-from .atomic import strict_json_value, write_json_atomically
+from ..utils.atomic import strict_json_value, write_json_atomically
 from .mining_report import MiningStateError, read_json
 
 __all__ = [

@@ -37,7 +37,7 @@ from detectron2.utils import comm
 from ..config import HNMConfigError, validate_hnm_config
 from ..data import NegativeAwareDatasetMapper
 from ..data.active_sampler import ActiveSubsetTrainingSampler
-from .atomic import write_json_atomically
+from ..utils.atomic import write_json_atomically
 from .launcher import log_summary
 from .mining_pool import open_checked_pool
 from .mining_report import plot_mined_images, plot_online_curves

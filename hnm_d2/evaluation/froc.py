@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..utils.atomic import write_json_atomically
 from .operating_point import DetectionCurve
 
 __all__ = ["save_curve", "load_curve", "plot_froc"]
@@ -19,9 +20,6 @@ __all__ = ["save_curve", "load_curve", "plot_froc"]
 
 def save_curve(curve: DetectionCurve, path: str) -> None:
     """Write a curve as strict JSON (arrays as lists, NaN as null), atomically."""
-    # Imported here: hnm_d2.engine imports this package (the trainer builds the evaluator).
-    from ..engine.atomic import write_json_atomically
-
     content = {
         k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in curve._asdict().items()
     }
