@@ -29,8 +29,7 @@ from hnm_d2.data import is_negative_image, register_negative_folder, register_su
 from hnm_d2.engine.checkpoint import AtomicDetectionCheckpointer
 from hnm_d2.engine.mining import scaled_schedule
 from hnm_d2.engine.mining_pool import CandidatePool, check_pool_outside_training_set
-from hnm_d2.engine.mining_report import MiningStateError, read_json
-from hnm_d2.engine.mining_state import check_settings, mining_settings
+from hnm_d2.engine.mining_state import MiningStateError, check_settings, mining_settings, read_json
 from hnm_d2.engine.pool_scoring import (
     image_record,
     images_per_round,

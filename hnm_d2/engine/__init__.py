@@ -11,7 +11,7 @@ from .launcher import (
     setup,
 )
 from .mining import run_mining
-from .mining_report import MiningStateError
+from .mining_state import MiningStateError
 from .pool_scoring import images_per_round, rank_by_score, score_pool, select_hardest
 from .trainer import HNMTrainer
 

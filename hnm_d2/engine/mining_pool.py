@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog
 
 from ..data import is_negative_image
 from ..data.identity import image_identity
-from .mining_report import MiningStateError
+from .mining_state import MiningStateError
 
 __all__ = ["CandidatePool", "check_pool_outside_training_set", "open_checked_pool"]
 

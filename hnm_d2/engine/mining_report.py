@@ -5,7 +5,6 @@ sees the previous complete file or the new one, never half of one.
 Plots are drawn on matplotlib's Agg canvas directly: no pyplot, no global backend switch.
 """
 
-import json
 import math
 import os
 
@@ -19,8 +18,6 @@ from matplotlib.figure import Figure
 from ..utils.atomic import atomic_open
 
 __all__ = [
-    "MiningStateError",
-    "read_json",
     "round_metrics",
     "build_report",
     "plot_curves",
@@ -31,28 +28,6 @@ __all__ = [
 # the detector confuses with objects, small enough to stay legible.
 MAX_IMAGES_DRAWN = 16
 TILE_PIXELS = 384  # longer side of each drawn image
-
-
-class MiningStateError(RuntimeError):
-    """A file under OUTPUT_DIR/mining that cannot be used to resume."""
-
-
-def read_json(path):
-    """The content of a JSON file written by :func:`write_json_atomically`, or None if absent.
-
-    Raises:
-        MiningStateError: the file exists but is not valid JSON.
-    """
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise MiningStateError(
-            f"{path} is not valid JSON ({e}). It was not written by hnm_d2.mine, or was edited: "
-            "delete it to redo the step it records, then run the same command again."
-        ) from e
 
 
 def _metrics_by_threshold(negatives, prefix):

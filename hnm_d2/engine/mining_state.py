@@ -1,17 +1,20 @@
 """What a mining run records to resume safely: the layout of its files, the settings it was
-started with (a resume must keep them), and the main process's view of them.
+started with (a resume must keep them), how its files are read back (:func:`read_json`, with
+:class:`MiningStateError` for one that cannot be used), and the main process's view of them.
 
 Distributed: every decision read from a file is the main process's, broadcast to the others.
 """
 
+import json
 import os
 
 from detectron2.utils import comm
 
 from ..utils.atomic import strict_json_value, write_json_atomically
-from .mining_report import MiningStateError, read_json
 
 __all__ = [
+    "MiningStateError",
+    "read_json",
     "MiningLayout",
     "mining_settings",
     "check_settings",
@@ -19,6 +22,28 @@ __all__ = [
     "main_process_value",
     "read_on_main_process",
 ]
+
+
+class MiningStateError(RuntimeError):
+    """A file under OUTPUT_DIR/mining that cannot be used to resume."""
+
+
+def read_json(path):
+    """The content of a JSON file written by :func:`write_json_atomically`, or None if absent.
+
+    Raises:
+        MiningStateError: the file exists but is not valid JSON.
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise MiningStateError(
+            f"{path} is not valid JSON ({e}). It was not written by hnm_d2.mine, or was edited: "
+            "delete it to redo the step it records, then run the same command again."
+        ) from e
 
 
 class MiningLayout:
