@@ -10,7 +10,7 @@ from typing import Callable, List, Optional
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 
 from ..config import validate_hnm_config
-from ..modeling.key_check import check_hnm_keys_are_used
+from ..key_check import check_hnm_keys_are_used
 from .mapper import NegativeAwareDatasetMapper
 from .sampler import NegativeShareTrainingSampler, build_training_sampler
 from .subsets import is_negative_image

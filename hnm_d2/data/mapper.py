@@ -25,7 +25,7 @@ from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.utils.events import get_event_storage, has_event_storage
 
 from ..config import validate_hnm_config
-from ..modeling.key_check import check_hnm_keys_are_used
+from ..key_check import check_hnm_keys_are_used
 from .validation import (
     InvalidAnnotationError,
     describe_annotation,

@@ -5,7 +5,7 @@ from typing import Dict, List
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 
 from ..config import validate_hnm_config
-from .key_check import check_hnm_keys_are_used
+from ..key_check import check_hnm_keys_are_used
 from .roi_heads import HNMROIHeads
 
 __all__ = ["HNMRCNN"]

@@ -29,10 +29,10 @@ from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
 from ..config import HNMConfigError, check_arguments, validate_hnm_config
+from ..key_check import check_hnm_keys_are_used
 from .buffer import HardNegativeBuffer, image_key
 from .fast_rcnn import HNMFastRCNNOutputLayers
 from .feature_memory import HardNegativeFeatureMemory
-from .key_check import check_hnm_keys_are_used
 from .ohem import select_hard_rois
 
 __all__ = ["HNMROIHeads", "hnm_predictor_replacing"]

@@ -26,7 +26,7 @@ from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
 from ..config import check_arguments, validate_hnm_config
-from .key_check import check_hnm_keys_are_used
+from ..key_check import check_hnm_keys_are_used
 from .losses import objectness_losses
 from .ohem import keep_hardest_negatives, rpn_negative_quota
 

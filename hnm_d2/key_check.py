@@ -4,14 +4,18 @@ The MODEL.HNM keys are read by hnm_d2's own classes only. A config that switches
 but names a stock class (say ``ROI_HEADS.NAME: CascadeROIHeads``) would train stock detectron2
 while the user believes the mechanism is on; this check fails instead, naming the key, the class
 the config names and the one that reads the key.
+
+The check runs in the data path (the training mapper and loader) and in the model classes, so it
+sits below both and finds the hnm_d2 classes by their registered names, not by importing them.
 """
 
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 from detectron2.modeling import META_ARCH_REGISTRY, PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
+from detectron2.utils.registry import Registry
 
-from ..config import HNMConfigError
+from .config import HNMConfigError
 
 __all__ = ["check_hnm_keys_are_used"]
 
@@ -61,33 +65,41 @@ def _switched_on(cfg) -> Dict[str, List[str]]:
     return {part: [k for k, on in keys.items() if on] for part, keys in readers.items()}
 
 
-def _components(cfg) -> Dict[str, Tuple[str, str, Callable, str]]:
-    """part -> (config key naming its class, the name, registry lookup, hnm_d2 class name)."""
-    # Imported here: the registered classes import this module.
-    from .meta_arch import HNMRCNN
-    from .roi_heads import HNMROIHeads
-    from .rpn import HNMRPN
-
+def _components(cfg) -> Dict[str, Tuple[str, str, Registry, str]]:
+    """part -> (config key naming its class, the name, its registry, registered name of the
+    hnm_d2 class that reads the part's MODEL.HNM keys)."""
     return {
         "roi_heads": (
             "MODEL.ROI_HEADS.NAME",
             cfg.MODEL.ROI_HEADS.NAME,
             ROI_HEADS_REGISTRY,
-            HNMROIHeads,
+            "HNMROIHeads",
         ),
         "proposal_generator": (
             "MODEL.PROPOSAL_GENERATOR.NAME",
             cfg.MODEL.PROPOSAL_GENERATOR.NAME,
             PROPOSAL_GENERATOR_REGISTRY,
-            HNMRPN,
+            "HNMRPN",
         ),
         "meta_architecture": (
             "MODEL.META_ARCHITECTURE",
             cfg.MODEL.META_ARCHITECTURE,
             META_ARCH_REGISTRY,
-            HNMRCNN,
+            "HNMRCNN",
         ),
     }
+
+
+def _reads_hnm_keys(configured, registry: Registry, reader_name: str) -> bool:
+    """Whether the class ``configured`` is the registered ``reader_name`` or a subclass of it.
+
+    When ``reader_name`` is not registered (hnm_d2.modeling was not imported), no registered
+    class derives from it either: a subclass's module imports its base's, which registers the
+    base. So the configured class does not read the keys.
+    """
+    if reader_name not in registry:
+        return False
+    return isinstance(configured, type) and issubclass(configured, registry.get(reader_name))
 
 
 def check_hnm_keys_are_used(cfg) -> None:
@@ -105,22 +117,22 @@ def check_hnm_keys_are_used(cfg) -> None:
     for part, keys in _switched_on(cfg).items():
         if not keys:
             continue
-        name_key, name, registry, reader = components[part]
+        name_key, name, registry, reader_name = components[part]
         try:
             configured = registry.get(name)
         except KeyError:
             continue  # detectron2 itself fails on an unregistered name, with its own message
-        if not (isinstance(configured, type) and issubclass(configured, reader)):
+        if not _reads_hnm_keys(configured, registry, reader_name):
             raise HNMConfigError(
                 f"{', '.join(keys)} switched on, but {name_key} = {name!r}, which does not read "
                 f"MODEL.HNM keys: the mechanism would silently not run. Either set {name_key} "
-                f"to {_variant_of(name, reader)}, or set {', '.join(keys)} back to the default "
-                f"({', '.join(_DEFAULTS[k] for k in keys)})."
+                f"to {_variant_of(name, reader_name)}, or set {', '.join(keys)} back to the "
+                f"default ({', '.join(_DEFAULTS[k] for k in keys)})."
             )
 
 
-def _variant_of(name: str, reader: type) -> str:
+def _variant_of(name: str, reader_name: str) -> str:
     """How to name the hnm_d2 class that replaces the configured class ``name``."""
     if name in _HNM_VARIANTS:
         return repr(_HNM_VARIANTS[name])
-    return f"{reader.__name__!r} or a subclass of it (hnm_d2 has no variant of {name!r})"
+    return f"{reader_name!r} or a subclass of it (hnm_d2 has no variant of {name!r})"
