@@ -132,7 +132,7 @@ def test_negative_folder_skips_non_images_with_a_warning(tmp_path, caplog, datas
     (folder / "notes.txt").write_text("not an image")
     (folder / "thumbs").mkdir()
     name = register_negative_folder(dataset_name(), folder, ["target"], id_offset=1000)
-    with caplog.at_level(logging.WARNING, logger="hnm_d2.data.datasets"):
+    with caplog.at_level(logging.WARNING, logger="hnm_d2.data.negative_folder"):
         dicts = DatasetCatalog.get(name)
     assert "skipped 2 entries" in caplog.text
     assert "notes.txt" in caplog.text and "thumbs" in caplog.text

@@ -2,23 +2,15 @@
 negative-aware mapper, the negative-share sampler, the train loader and synthetic data."""
 
 from .build import build_hnm_train_loader, build_negative_share_train_loader
-from .datasets import (
-    IMAGE_EXTENSIONS,
-    add_registration_arguments,
-    load_coco_with_negatives,
-    load_negative_folder,
-    load_voc_with_negatives,
-    name_id_offset,
-    register_coco_with_negatives,
-    register_from_args,
-    register_negative_folder,
-    register_voc,
-)
+from .coco import load_coco_with_negatives, register_coco_with_negatives
+from .command_line import add_registration_arguments, register_from_args
 from .mapper import (
     INVALID_ANNOTATION_POLICIES,
     ImageReadError,
     NegativeAwareDatasetMapper,
 )
+from .negative_folder import IMAGE_EXTENSIONS, load_negative_folder, register_negative_folder
+from .registration import name_id_offset
 from .sampler import NegativeShareTrainingSampler, build_training_sampler
 from .subsets import SUBSET_KINDS, is_negative_image, register_subset
 from .synthetic import (
@@ -33,6 +25,7 @@ from .validation import (
     describe_annotation,
     find_annotation_problem,
 )
+from .voc import load_voc_with_negatives, register_voc
 
 __all__ = [
     "BOUNDARY_TOLERANCE_PX",

@@ -35,7 +35,8 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from .datasets import name_id_offset, register_coco_with_negatives
+from .coco import register_coco_with_negatives
+from .registration import name_id_offset
 
 __all__ = ["DEFAULT_SPLIT_SIZES", "generate_synthetic_coco", "register_synthetic_splits"]
 

@@ -1,0 +1,103 @@
+"""The command-line flags that register datasets (--register-coco, --register-voc,
+--register-negatives, --register-subset), shared by every hnm_d2 launcher."""
+
+import argparse
+from typing import List
+
+from detectron2.data import MetadataCatalog
+
+from .coco import register_coco_with_negatives
+from .negative_folder import register_negative_folder
+from .subsets import register_subset
+from .voc import register_voc
+
+__all__ = ["add_registration_arguments", "register_from_args"]
+
+
+def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the dataset-registration flags to a launcher's parser; returns the parser.
+
+    The folders of --register-negatives take their class names from --negatives-classes, or
+    else from the first --register-coco dataset, or else from the first --register-voc one.
+    """
+    group = parser.add_argument_group("dataset registration (hnm_d2)")
+    group.add_argument(
+        "--register-coco",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="register a COCO JSON; its images without annotations are negatives",
+    )
+    group.add_argument(
+        "--register-voc",
+        nargs=4,
+        action="append",
+        default=[],
+        metavar=("NAME", "ROOT", "SPLIT", "CLASS[,CLASS]"),
+        help="register a Pascal VOC split keeping these classes; other images are negatives. "
+        "SPLIT names ROOT/ImageSets/Main/SPLIT.txt, or is the path of a .txt file of file ids",
+    )
+    group.add_argument(
+        "--register-negatives",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "DIR"),
+        help="register every image in DIR as a negative image",
+    )
+    group.add_argument(
+        "--register-subset",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "PARENT", "positives|negatives"),
+        help="register the positive or negative images of a dataset registered above",
+    )
+    group.add_argument(
+        "--negatives-classes",
+        metavar="CLASS[,CLASS]",
+        help="class names for --register-negatives (default: those of the first COCO/VOC one)",
+    )
+    return parser
+
+
+def _parse_class_list(text: str, flag: str) -> List[str]:
+    classes = [c.strip() for c in text.split(",")]
+    if not all(classes):
+        raise ValueError(f"{flag} {text!r}: give comma-separated class names, e.g. RBC,WBC.")
+    return classes
+
+
+def register_from_args(args: argparse.Namespace) -> List[str]:
+    """Perform the registrations requested by :func:`add_registration_arguments`' flags.
+
+    Returns:
+        The registered dataset names, COCO first, then VOC, then negative folders, then
+        subsets (which may name any of the others as parent).
+
+    Raises:
+        ValueError: --register-negatives without any source of class names.
+    """
+    names = [register_coco_with_negatives(*spec) for spec in args.register_coco]
+    for name, root, split, classes in args.register_voc:
+        names.append(register_voc(name, root, split, _parse_class_list(classes, "--register-voc")))
+    if args.register_negatives:
+        thing_classes = _negatives_classes(args, names)
+        names += [
+            register_negative_folder(name, folder, thing_classes)
+            for name, folder in args.register_negatives
+        ]
+    names += [register_subset(*spec) for spec in args.register_subset]
+    return names
+
+
+def _negatives_classes(args: argparse.Namespace, registered: List[str]) -> List[str]:
+    if args.negatives_classes:
+        return _parse_class_list(args.negatives_classes, "--negatives-classes")
+    if registered:
+        return list(MetadataCatalog.get(registered[0]).thing_classes)
+    raise ValueError(
+        "--register-negatives needs class names: add --negatives-classes CLASS[,CLASS], or "
+        "also register a --register-coco or --register-voc dataset to take them from."
+    )

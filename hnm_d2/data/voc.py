@@ -1,0 +1,138 @@
+"""Pascal VOC with a chosen subset of its classes: an image holding none of them is a negative.
+
+Image ids are the digits of each file id ("BloodImage_00338" -> 338), the same in every split.
+"""
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import List, Sequence
+
+from detectron2.data import DatasetCatalog
+from detectron2.structures import BoxMode
+
+from .registration import log_composition, set_dataset_metadata
+
+__all__ = ["load_voc_with_negatives", "register_voc"]
+
+
+def _voc_image_id(file_id: str, split_file: Path) -> int:
+    digits = "".join(c for c in file_id if c.isdigit())
+    if not digits:
+        raise ValueError(
+            f"{split_file}: file id {file_id!r} has no digits to make an integer image id "
+            "from. Rename the files, or convert the dataset to COCO JSON and register it with "
+            "register_coco_with_negatives."
+        )
+    return int(digits)
+
+
+def _voc_annotations(tree: ET.ElementTree, class_names: Sequence[str]) -> List[dict]:
+    annotations = []
+    for obj in tree.findall("object"):
+        name = obj.find("name").text.strip()
+        if name not in class_names:
+            continue
+        box = obj.find("bndbox")
+        xmin, ymin, xmax, ymax = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        # VOC's 1-based inclusive pixel indices, converted as detectron2's load_voc_instances
+        # does: (xmin=1, xmax=W) covers the whole image, i.e. (0, W) in coordinate space.
+        annotations.append(
+            {
+                "category_id": class_names.index(name),
+                "bbox": [xmin - 1.0, ymin - 1.0, xmax, ymax],
+                "bbox_mode": BoxMode.XYXY_ABS,
+            }
+        )
+    return annotations
+
+
+def _voc_record(root: Path, file_id: str, image_id: int, class_names: List[str]) -> dict:
+    xml_path = root / "Annotations" / f"{file_id}.xml"
+    try:
+        tree = ET.parse(xml_path)
+        return {
+            "file_name": str(root / "JPEGImages" / f"{file_id}.jpg"),
+            "image_id": image_id,
+            "height": int(tree.findtext("./size/height")),
+            "width": int(tree.findtext("./size/width")),
+            "annotations": _voc_annotations(tree, class_names),
+        }
+    except (ET.ParseError, AttributeError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{xml_path} (image id {image_id}) is not a readable VOC annotation ({err!r}): check "
+            "its <size> width/height and each <object>'s <name> and <bndbox> numbers."
+        ) from err
+
+
+def load_voc_with_negatives(root: str, split: str, class_names: Sequence[str]) -> List[dict]:
+    """Load a Pascal VOC split, keeping only the chosen classes.
+
+    Args:
+        root: folder with Annotations/*.xml, JPEGImages/*.jpg and ImageSets/Main/{split}.txt.
+        split: name of the split file, e.g. "train", "val", "trainval", "test"; or the path
+            of a ``.txt`` file of file ids anywhere, for a split of one's own beside a
+            read-only copy of the dataset.
+        class_names: classes to keep; category id i is class_names[i]. Objects of other
+            classes are left out, and an image with none of the chosen classes is a negative.
+
+    Returns:
+        Dataset dicts with XYXY_ABS boxes.
+
+    Raises:
+        FileNotFoundError: the split file does not exist.
+        ValueError: a file id has no digits, two file ids give the same image id, an XML
+            file lacks a field, or a chosen class has no object in the split.
+    """
+    root, class_names = Path(root), list(class_names)
+    split_file = Path(split) if split.endswith(".txt") else root / "ImageSets/Main" / f"{split}.txt"
+    file_ids = _voc_file_ids(split_file)
+    dataset_dicts, file_id_of_image_id = [], {}
+    for file_id in file_ids:
+        image_id = _voc_image_id(file_id, split_file)
+        if image_id in file_id_of_image_id:
+            raise ValueError(
+                f"{split_file}: file ids {file_id_of_image_id[image_id]!r} and {file_id!r} both "
+                f"give image id {image_id}. Rename one of them."
+            )
+        file_id_of_image_id[image_id] = file_id
+        dataset_dicts.append(_voc_record(root, file_id, image_id, class_names))
+    _check_every_class_occurs(root, split, file_ids, class_names, dataset_dicts)
+    log_composition(f"VOC {root} split {split}", dataset_dicts, len(class_names))
+    return dataset_dicts
+
+
+def _voc_file_ids(split_file: Path) -> List[str]:
+    if not split_file.is_file():
+        splits = sorted(p.stem for p in split_file.parent.glob("*.txt"))
+        raise FileNotFoundError(
+            f"VOC split file {split_file} does not exist. Check ROOT (it must hold "
+            f"ImageSets/Main/) and SPLIT; splits found there: {splits or 'none'}."
+        )
+    return [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+
+
+def _voc_object_names(root: Path, file_id: str) -> List[str]:
+    tree = ET.parse(root / "Annotations" / f"{file_id}.xml")
+    return [str(obj.findtext("name")) for obj in tree.iterfind("./object")]
+
+
+def _check_every_class_occurs(root, split, file_ids, class_names, dataset_dicts) -> None:
+    """A chosen class with no box in the split is almost always a misspelt name, which would
+    otherwise silently turn every image into a negative."""
+    found = {a["category_id"] for d in dataset_dicts for a in d["annotations"]}
+    missing = [name for i, name in enumerate(class_names) if i not in found]
+    if missing:
+        present = sorted({name for f in file_ids for name in _voc_object_names(root, f)})
+        raise ValueError(
+            f"VOC {root} split {split}: no object of class {missing} in any image. Check the "
+            f"spelling (class names are case-sensitive); the split holds {present}."
+        )
+
+
+def register_voc(name: str, root: str, split: str, class_names: Sequence[str]) -> str:
+    """Register a Pascal VOC split with a subset of its classes; see load_voc_with_negatives."""
+    root, class_names = os.fspath(root), list(class_names)
+    DatasetCatalog.register(name, lambda: load_voc_with_negatives(root, split, class_names))
+    set_dataset_metadata(name, class_names, dirname=root, split=split)
+    return name
