@@ -13,7 +13,6 @@ evaluate, --resume to continue from train.output_dir, and --num-gpus N for N pro
 with NCCL, or CPU processes with gloo).
 """
 
-import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.engine import (
@@ -31,15 +30,16 @@ from omegaconf import OmegaConf
 
 from hnm_d2.engine import (
     AtomicDetectionCheckpointer,
-    HardNegativeBufferSync,
+    HNMCheckpointer,
+    ddp_device_ids,
     hnm_argument_parser,
     launch_with_args,
     log_summary,
+    periodic_checkpointer,
     prepare_datasets,
     register_datasets,
     save_results,
 )
-from hnm_d2.modeling import HardNegativeBuffer
 
 
 def setup(args):
@@ -74,17 +74,8 @@ def build_model(cfg):
 
 
 def wrap_ddp(cfg, model):
-    """``model`` in DistributedDataParallel with > 1 process (detectron2's create_ddp_model),
-    with no device ids on the CPU: detectron2 always passes them, which DDP refuses for a CPU
-    model (gloo)."""
-    on_cpu = torch.device(cfg.train.device).type == "cpu"
-    device_ids = None if on_cpu else [comm.get_local_rank()]
-    return create_ddp_model(model, device_ids=device_ids, **cfg.train.ddp)
-
-
-def hard_negative_buffers(model):
-    # modules() also walks through a DistributedDataParallel wrapper.
-    return [m for m in model.modules() if isinstance(m, HardNegativeBuffer)]
+    """``model`` in DistributedDataParallel with > 1 process (detectron2's create_ddp_model)."""
+    return create_ddp_model(model, device_ids=ddp_device_ids(cfg.train.device), **cfg.train.ddp)
 
 
 def do_test(cfg, model):
@@ -107,7 +98,7 @@ def do_train(args, cfg):
     model = wrap_ddp(cfg, model)
     trainer_class = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
     trainer = trainer_class(model, train_loader, optimizer)
-    checkpointer = AtomicDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = HNMCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     last_results = {}
 
     def evaluate():
@@ -120,17 +111,7 @@ def do_train(args, cfg):
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            # On every rank, before the main process's checkpointer saves.
-            (
-                HardNegativeBufferSync(cfg.train.checkpointer.period)
-                if hard_negative_buffers(model)
-                else None
-            ),
-            (
-                hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
-                if comm.is_main_process()
-                else None
-            ),
+            periodic_checkpointer(checkpointer, **cfg.train.checkpointer),
             hooks.EvalHook(cfg.train.eval_period, evaluate),
             (
                 hooks.PeriodicWriter(
@@ -144,11 +125,6 @@ def do_train(args, cfg):
     )
     resuming = args.resume and checkpointer.has_checkpoint()
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-    if not resuming:
-        # The buffer is training state, like the optimizer: weights loaded to start a new run
-        # must not bring the boxes another run found (HNMTrainer does the same).
-        for buffer in hard_negative_buffers(model):
-            buffer.clear()
     # A checkpoint stores the iteration that had just finished.
     trainer.train(trainer.iter + 1 if resuming else 0, cfg.train.max_iter)
     return last_results

@@ -1,5 +1,5 @@
 """The hard-negative buffer: bookkeeping (threshold, caps, eviction, dedup, expiry), the
-fixed-shape checkpoint table, and the per-rank state gathered by HardNegativeBufferSync
+fixed-shape checkpoint table, and the per-rank state that HNMCheckpointer gathers when it saves
 (one process and two gloo processes)."""
 
 import hashlib
@@ -12,7 +12,7 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 from torch import nn
 
-from hnm_d2.engine.buffer_hook import HardNegativeBufferSync
+from hnm_d2.engine.buffer_checkpointing import HNMCheckpointer, periodic_checkpointer
 from hnm_d2.engine.launcher import leave_process_group
 from hnm_d2.modeling import HardNegativeBuffer, image_key
 from hnm_d2.modeling.buffer import TABLE_COLUMNS, entries_to_table, table_to_entries
@@ -170,39 +170,41 @@ def test_gathered_tables_of_another_world_size_restore_the_union(tmp_path):
     assert sorted(fresh.heads.buffer.entries.scores.tolist()) == pytest.approx([0.7, 0.8, 0.9])
 
 
-def fake_trainer(model, iteration, max_iter=100):
-    return SimpleNamespace(model=model, iter=iteration, max_iter=max_iter)
+def test_the_main_process_runs_the_checkpointer_hook_and_writes(tmp_path):
+    hook = periodic_checkpointer(HNMCheckpointer(BufferHolder(), str(tmp_path)), 50)
+    assert hook.period == 50 and hook.checkpointer.save_to_disk
 
 
-@pytest.mark.parametrize("iteration, saves", [(98, False), (49, True), (99, True), (0, False)])
-def test_hook_gathers_on_the_checkpointer_iterations(iteration, saves):
-    hook = HardNegativeBufferSync(checkpoint_period=50)
-    hook.trainer = fake_trainer(BufferHolder(), iteration)
-    assert hook._is_checkpoint_iteration() == saves
+def test_a_new_run_empties_the_buffer_of_the_loaded_weights(tmp_path):
+    holder = BufferHolder()
+    holder.heads.buffer.record_visit(1, boxes_at(0, 20), torch.tensor([0.9, 0.8]), 0)
+    HNMCheckpointer(holder, str(tmp_path)).save("model")
+    fresh = BufferHolder()
+    HNMCheckpointer(fresh, str(tmp_path / "new")).resume_or_load(str(tmp_path / "model.pth"))
+    assert fresh.heads.buffer.num_entries == 0
+    resumed = BufferHolder()
+    HNMCheckpointer(resumed, str(tmp_path)).resume_or_load("", resume=True)
+    assert resumed.heads.buffer.num_entries == 2
 
 
 def distributed_worker(out_dir, checkpoint_period):
-    """One rank: fill its buffer with its own images, run the hook on a checkpoint
-    iteration, let rank 0 save, then load the checkpoint into a fresh model."""
+    """One rank: fill its buffer with its own images, run the checkpointer hook on a checkpoint
+    iteration on every rank (rank 0 saves), then load the checkpoint into a fresh model."""
     rank = comm.get_rank()
     model = BufferHolder()
     buffer = model.heads.buffer
     buffer.record_visit(
         100 + rank, boxes_at(rank, 20 + rank), torch.tensor([0.9, 0.6 + rank / 10]), rank
     )
-    hook = HardNegativeBufferSync(checkpoint_period)
-    hook.trainer = fake_trainer(model, iteration=checkpoint_period - 1)
-    hook.after_step()
-    holds_peers = buffer.peer_tables is not None
-    DetectionCheckpointer(model, out_dir).save("model")  # writes on rank 0 only
+    hook = periodic_checkpointer(HNMCheckpointer(model, out_dir), checkpoint_period)
+    hook.trainer = SimpleNamespace(iter=checkpoint_period - 1, max_iter=100)
+    hook.after_step()  # fvcore's schedule: a save on this iteration, written by rank 0 only
     comm.synchronize()
 
     fresh = BufferHolder()
-    DetectionCheckpointer(fresh).load(f"{out_dir}/model.pth")
-    hook.before_step()
+    DetectionCheckpointer(fresh).load(f"{out_dir}/model_{checkpoint_period - 1:07d}.pth")
     result = {
-        "holds_peers": holds_peers,
-        "peers_dropped_next_step": buffer.peer_tables is None,
+        "peers_dropped_after_save": buffer.peer_tables is None,
         "own": buffer.table(),
         "restored": fresh.heads.buffer.table(),
     }
@@ -213,8 +215,9 @@ def distributed_worker(out_dir, checkpoint_period):
 def test_two_processes_each_restore_their_own_buffer(tmp_path):
     launch(distributed_worker, 2, dist_url="auto", args=(str(tmp_path), 10))
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    assert [r["holds_peers"] for r in results] == [True, False]  # gathered on rank 0
-    assert all(r["peers_dropped_next_step"] for r in results)
+    saved = torch.load(tmp_path / "model_0000009.pth")["model"]
+    assert saved["heads.buffer.peer_tables"].shape[0] == 2  # gathered into rank 0's file
+    assert all(r["peers_dropped_after_save"] for r in results)
     assert not torch.equal(results[0]["own"], results[1]["own"])
     for rank, r in enumerate(results):
         assert torch.equal(r["restored"], r["own"]), rank

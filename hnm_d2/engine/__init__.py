@@ -1,5 +1,6 @@
-from .buffer_hook import HardNegativeBufferSync
+from .buffer_checkpointing import HNMCheckpointer, hard_negative_buffers, periodic_checkpointer
 from .checkpoint import AtomicDetectionCheckpointer, CheckpointError
+from .ddp import ddp_device_ids
 from .launcher import (
     hnm_argument_parser,
     launch_with_args,
@@ -18,8 +19,8 @@ from .trainer import HNMTrainer
 __all__ = [
     "AtomicDetectionCheckpointer",
     "CheckpointError",
+    "HNMCheckpointer",
     "HNMTrainer",
-    "HardNegativeBufferSync",
     "MiningStateError",
     "hnm_argument_parser",
     "launch_with_args",
@@ -34,4 +35,7 @@ __all__ = [
     "score_pool",
     "select_hardest",
     "setup",
+    "ddp_device_ids",
+    "hard_negative_buffers",
+    "periodic_checkpointer",
 ]
