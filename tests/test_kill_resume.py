@@ -313,7 +313,7 @@ def test_mining_killed_while_retraining_round_1_resumes_without_redoing_work(
         (POOL_SIZE, POOL_SIZE - PER_ROUND),
         (POOL_SIZE - PER_ROUND, POOL_SIZE - 2 * PER_ROUND),
     ]
-    assert [r["pool_size"] for r in report["rounds"]] == [
+    assert [r["pool_size_after"] for r in report["rounds"]] == [
         POOL_SIZE,
         POOL_SIZE - PER_ROUND,
         POOL_SIZE - 2 * PER_ROUND,

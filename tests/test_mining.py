@@ -397,7 +397,7 @@ def test_the_report_follows_every_round(one_round):
     assert report["pool"] == ["synthetic_pool"] and report["stop_reason"] is None
     assert (report["rounds_requested"], report["rounds_done"]) == (1, 1)
     rounds = report["rounds"]
-    assert [(r["round"], r["images_added"], r["pool_size"]) for r in rounds] == [
+    assert [(r["round"], r["images_added"], r["pool_size_after"]) for r in rounds] == [
         (0, 0, POOL_SIZE),
         (1, 3, POOL_SIZE - 3),
     ]
@@ -527,7 +527,11 @@ def test_more_rounds_resume_without_redoing_finished_ones(two_rounds):
     ]
     assert not set(names(round_2["added"])) & set(names(two_rounds["round_1.json"]["added"]))
     report = read(mining / "report.json")
-    assert [r["pool_size"] for r in report["rounds"]] == [POOL_SIZE, POOL_SIZE - 3, POOL_SIZE - 6]
+    assert [r["pool_size_after"] for r in report["rounds"]] == [
+        POOL_SIZE,
+        POOL_SIZE - 3,
+        POOL_SIZE - 6,
+    ]
 
 
 def test_a_round_interrupted_after_training_is_evaluated_without_training(

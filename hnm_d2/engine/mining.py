@@ -50,7 +50,7 @@ from .mining_state import (
     read_on_main_process,
     start_or_resume,
 )
-from .pool_scoring import images_per_round, score_pool, select_hardest
+from .pool_scoring import mine_pool
 from .trainer import HNMTrainer
 
 __all__ = [
@@ -132,15 +132,6 @@ def _per_test_set(cfg, results):
     return dict(results)
 
 
-def _added_entry(pool, image):
-    return {
-        "dataset": pool.dataset_of(image["file_name"]),
-        "file_name": image["file_name"],
-        "image_id": image["image_id"],
-        "score": image["score"],
-    }
-
-
 class MiningLoop:
     """Runs the rounds of one OUTPUT_DIR; see the module docstring. Use :func:`run_mining`."""
 
@@ -204,37 +195,25 @@ class MiningLoop:
         AtomicDetectionCheckpointer(model).load(
             self._layout.final_weights(k - 1), checkpointables=[]
         )
-        records = score_pool(
+        choice = mine_pool(
             model,
-            self._pool.remaining(),
+            self._pool,
             self._cfg,
+            self._train_size,
             description=f"Round {k}: scoring {len(self._pool)} pool images",
         )
         if not comm.is_main_process():
             return None
-        count = images_per_round(self._cfg.HNM.MINING.PER_ROUND, self._train_size)
-        chosen = select_hardest(records, count)
-        if not chosen:
+        if not choice["images"]:
             threshold = self._cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
             return self._exhausted(
                 k,
-                f"none of the {len(records)} images left in the pool ({self._pool_description}) "
-                f"gets a detection scored above MODEL.ROI_HEADS.SCORE_THRESH_TEST = {threshold} "
-                f"from round {k - 1}'s model: the pool is exhausted (a lower threshold "
-                "lets lower-scored images be mined)",
+                f"none of the {choice['images_scored']} images left in the pool "
+                f"({self._pool_description}) gets a detection scored above "
+                f"MODEL.ROI_HEADS.SCORE_THRESH_TEST = {threshold} from round {k - 1}'s model: "
+                "the pool is exhausted (a lower threshold lets lower-scored images be mined)",
             )
-        selection = {
-            "round": k,
-            "scored_with": self._layout.final_weights(k - 1),
-            "images_scored": len(records),
-            "images_with_detection": sum(r["score"] is not None for r in records),
-            "images_wanted": count,
-            "pool_size_before": len(self._pool),
-            "pool_size_after": len(self._pool) - len(chosen),
-            "images": [
-                dict(_added_entry(self._pool, r), detections=r["detections"]) for r in chosen
-            ],
-        }
+        selection = {"round": k, "scored_with": self._layout.final_weights(k - 1), **choice}
         write_json_atomically(self._layout.selection(k), selection)
         return selection
 

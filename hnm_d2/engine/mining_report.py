@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from ..utils.atomic import atomic_open
 
 __all__ = [
+    "added_images_entry",
     "round_metrics",
     "build_report",
     "plot_curves",
@@ -79,6 +80,23 @@ def _as_train_net_results(eval_results):
     return eval_results
 
 
+def added_images_entry(images, pool_size_after):
+    """What a report says of the images a round or an online step added; one shape for both.
+
+    Args:
+        images (list[dict]): the images added, hardest first, each with its "score".
+        pool_size_after (int): the images left in the pool after they were taken.
+
+    Returns:
+        dict: "images_added", "pool_size_after" and "scores".
+    """
+    return {
+        "images_added": len(images),
+        "pool_size_after": pool_size_after,
+        "scores": [image["score"] for image in images],
+    }
+
+
 def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
     """The content of report.json.
 
@@ -90,7 +108,7 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
 
     Returns:
         dict: "pool", "rounds_requested", "rounds_done", "stop_reason" and "rounds": per round
-        "round", "images_added", "train_size", "pool_size" (images left after the round),
+        "round", the images it added (:func:`added_images_entry`), "train_size",
         "training_dir", "metrics" (see :func:`round_metrics`) and "results": the evaluator's
         results in the shape train_net.py writes to results.json (a lone test set's dict
         itself, else one dict per test set), so scripts can compare a mining run with a stock
@@ -104,9 +122,8 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
         "rounds": [
             {
                 "round": s["round"],
-                "images_added": len(s["added"]),
+                **added_images_entry(s["added"], s["pool_size_after"]),
                 "train_size": s["train_size"],
-                "pool_size": s["pool_size_after"],
                 "training_dir": s["training_dir"],
                 "metrics": round_metrics(s["eval"]),
                 "results": _as_train_net_results(s["eval"]),

@@ -40,9 +40,9 @@ from ..data.active_sampler import ActiveSubsetTrainingSampler
 from ..utils.atomic import write_json_atomically
 from .launcher import log_summary
 from .mining_pool import open_checked_pool
-from .mining_report import plot_mined_images, plot_online_curves
+from .mining_report import added_images_entry, plot_mined_images, plot_online_curves
 from .mining_state import MiningLayout, main_process_value, mining_settings, start_or_resume
-from .pool_scoring import images_per_round, score_pool, select_hardest
+from .pool_scoring import mine_pool
 from .trainer import HNMTrainer
 
 __all__ = ["OnlineMiningTrainer", "OnlineMiningHook", "mining_period", "run_online_mining"]
@@ -140,21 +140,16 @@ class OnlineMiningHook(HookBase):
     def _mine(self, step, iteration):
         """Score the remaining pool (every process); the step's summary on the main process."""
         model = getattr(self.trainer.model, "module", self.trainer.model)  # DDP or not
-        description = f"Mining step {step}: scoring {len(self._pool)} pool images"
-        records = score_pool(model, self._pool.remaining(), self._cfg, description=description)
+        choice = mine_pool(
+            model,
+            self._pool,
+            self._cfg,
+            self._data.sampler.num_active,
+            description=f"Mining step {step}: scoring {len(self._pool)} pool images",
+        )
         if not comm.is_main_process():
             return None
-        count = images_per_round(self._cfg.HNM.MINING.PER_ROUND, self._data.sampler.num_active)
-        chosen = select_hardest(records, count)
-        summary = {
-            "step": step,
-            "iteration": iteration,
-            "images_scored": len(records),
-            "images_with_detection": sum(r["score"] is not None for r in records),
-            "images_wanted": count,
-            "pool_size_before": len(self._pool),
-            "images": [{"dataset": self._pool.dataset_of(r["file_name"]), **r} for r in chosen],
-        }
+        summary = {"step": step, "iteration": iteration, **choice}
         self._write_step_files(summary)
         return summary
 
@@ -271,7 +266,14 @@ def run_online_mining(cfg):
         "mode": "online",
         "pool": list(cfg.HNM.MINING.POOL),
         "mine_every": mining_period(cfg),
-        "steps": [_step_entry(s) for s in trainer.mining_hook.steps],
+        "steps": [
+            {
+                "step": s["step"],
+                "iteration": s["iteration"],
+                **added_images_entry(s["images"], s["pool_size_after"]),
+            }
+            for s in trainer.mining_hook.steps
+        ],
         "training_dir": layout.training_dir,
         "results": results,
     }
@@ -281,13 +283,3 @@ def run_online_mining(cfg):
         plot_online_curves(report, layout.curves)
     comm.synchronize()
     return report
-
-
-def _step_entry(summary):
-    return {
-        "step": summary["step"],
-        "iteration": summary["iteration"],
-        "images_added": len(summary["images"]),
-        "pool_size_after": summary["pool_size_before"] - len(summary["images"]),
-        "scores": [image["score"] for image in summary["images"]],
-    }

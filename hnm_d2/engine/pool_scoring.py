@@ -20,7 +20,14 @@ from tqdm import tqdm
 
 from ..data import NegativeAwareDatasetMapper
 
-__all__ = ["score_pool", "image_record", "rank_by_score", "images_per_round", "select_hardest"]
+__all__ = [
+    "mine_pool",
+    "score_pool",
+    "image_record",
+    "rank_by_score",
+    "images_per_round",
+    "select_hardest",
+]
 
 # Detections kept per image, best first. Only the ranking score is needed to choose images; the
 # few best boxes are kept so the mined images can be drawn later without running the model again.
@@ -140,3 +147,37 @@ def select_hardest(records, count):
         list[dict]: at most ``count`` records, hardest first; never one without a detection.
     """
     return rank_by_score(records)[:count]
+
+
+def mine_pool(model, pool, cfg, train_size, description):
+    """One mining step of either mode: score the images left in ``pool``, choose the hardest.
+
+    Must be called on every process (the scoring is distributed). The chosen images stay in
+    the pool: the caller takes them once the choice is final.
+
+    Args:
+        model (nn.Module): the detector to score with.
+        pool (CandidatePool): the candidates (:mod:`hnm_d2.engine.mining_pool`).
+        cfg (CfgNode): HNM.MINING.PER_ROUND, HNM.MINING.SCORE_BATCH_SIZE and the test-time input.
+        train_size (int): images trained on now, for a PER_ROUND fraction.
+        description (str): the progress bar's label.
+
+    Returns:
+        dict or None: on the main process "images_scored", "images_with_detection",
+        "images_wanted", "pool_size_before", "pool_size_after" and "images" (per chosen image,
+        hardest first: "dataset", "file_name", "image_id", "score", "detections"); None on
+        the others.
+    """
+    records = score_pool(model, pool.remaining(), cfg, description=description)
+    if not comm.is_main_process():
+        return None
+    count = images_per_round(cfg.HNM.MINING.PER_ROUND, train_size)
+    chosen = select_hardest(records, count)
+    return {
+        "images_scored": len(records),
+        "images_with_detection": sum(r["score"] is not None for r in records),
+        "images_wanted": count,
+        "pool_size_before": len(pool),
+        "pool_size_after": len(pool) - len(chosen),
+        "images": [{"dataset": pool.dataset_of(r["file_name"]), **r} for r in chosen],
+    }
