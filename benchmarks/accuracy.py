@@ -10,10 +10,12 @@ reaches it, with the count of seeds that do) and at score 0.5, the log-average m
 MR^-2, the share of negative test images with an alarm at 0.5, and the run time. It also draws
 the settings' FROC curves (recall averaged over seeds) in one PNG.
 
-Data: BCCD (class Platelets) by default, in its official splits: ``--split val`` trains on
-train and evaluates on val (to choose settings), ``--split test`` trains on trainval and
-evaluates on test (the figures to report). ``--coco-train/--coco-test`` point the same
-benchmark at any COCO-style data whose images without annotations are negatives.
+Data (benchmarks/presets.py): ``--dataset bccd`` (the default), BCCD Platelets in its official
+splits; ``--dataset txl_pbc``, TXL-PBC Platelets, with a fixed 20% of its train split to choose
+settings on and its val + test splits to report, and a table of false alarms per source;
+``--dataset custom --train FORMAT ARGS... --test FORMAT ARGS...``, any COCO, VOC or YOLO pair
+whose images without an object of the classes are negatives. ``--split val`` evaluates on the
+split that settings are chosen on, ``--split test`` on the one whose figures are reported.
 
 Resumable: a run whose output directory holds its time (seconds.txt) is reused, so the table
 can be completed over several sittings. ``--curve`` trains the given settings once with an
@@ -21,8 +23,10 @@ evaluation every ``--eval-period`` iterations and plots AP50 against the iterati
 the budget at which stock detectron2 has plateaued. ``--verdicts FILE`` adds the false alarms
 at recall 0.9 without those a person judged unannotated objects (benchmarks/negative_audit.py).
 
-    .venv/bin/python benchmarks/bccd_accuracy.py --split test --iters 1500 --seeds 0 1 2 \
+    .venv/bin/python benchmarks/accuracy.py --split test --iters 1500 --seeds 0 1 2 \
         --jobs 2 --output output/bench_bccd
+    .venv/bin/python benchmarks/accuracy.py --dataset txl_pbc --split val --iters 2000 \
+        --seeds 0 --output output/bench_txl
 """
 
 import argparse
@@ -33,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, NamedTuple, Optional
@@ -42,6 +47,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import presets  # noqa: E402
 from negative_audit import Run, final_training, load_verdicts, recount  # noqa: E402
 
 from hnm_d2.evaluation.froc import load_curve  # noqa: E402
@@ -99,22 +105,8 @@ AUDITED = ("FA/neg img @R0.9 audited", "audit", "fa_per_image@recall0.9", "{:.3f
 def data_flags(args):
     """Registration flags of the benchmark's training and test sets (and the training set's
     positive and negative subsets, for mining)."""
-    if args.coco_train:
-        flags = [
-            "--register-coco",
-            TRAIN,
-            *args.coco_train,
-            "--register-coco",
-            TEST,
-            *args.coco_test,
-        ]
-    else:
-        train_split = args.train_split or ("trainval" if args.split == "test" else "train")
-        if train_split.endswith(".txt"):  # a file of one's own; the runs start in the repo
-            train_split = str(Path(train_split).resolve())
-        root = str(Path(args.bccd_root).resolve())
-        flags = ["--register-voc", TRAIN, root, train_split, "Platelets"]
-        flags += ["--register-voc", TEST, root, args.split, "Platelets"]
+    output_dir = REPO / args.output / presets.data_label(args)
+    flags = presets.registration_flags(args, TRAIN, TEST, output_dir)
     flags += ["--register-subset", f"{TRAIN}_positives", TRAIN, "positives"]
     flags += ["--register-subset", f"{TRAIN}_negatives", TRAIN, "negatives"]
     return flags
@@ -171,8 +163,7 @@ def run_one(command, log_path, threads):
 
 def run_dir(args, setting, seed, suffix=""):
     slug = setting.strip("+ ").replace(" (", "_").strip(")").replace(" ", "_").replace("-", "_")
-    data = "coco" if args.coco_train else f"bccd_{args.split}"
-    return (REPO / args.output / data / f"{slug}{suffix}_seed{seed}").resolve()
+    return (REPO / args.output / presets.data_label(args) / f"{slug}{suffix}_seed{seed}").resolve()
 
 
 # --------------------------------------------------------------------------------- tables
@@ -224,6 +215,29 @@ def audited_results(output_dir, verdicts, verdicts_file, test_json):
             "benchmarks/negative_audit.py candidates ... --verdicts " + verdicts_file + "\n"
         )
     return {"fa_per_image@recall0.9": sum(split.values()) - split.get("object", 0.0)}
+
+
+def alarms_per_source(output_dir, test_json, recall=0.9):
+    """False alarms per negative test image at ``recall`` in each TXL-PBC source (the threshold
+    is the whole test set's), with the source's count of negative images."""
+    run = Run.from_run_dir(output_dir, test_json)
+    threshold = run.score_at_recall(recall)
+    negatives = Counter(presets.source_of_size(*run.sizes[i]) for i in run.negative_ids)
+    if threshold is None:
+        return {f"{source} ({count})": None for source, count in negatives.items()}
+    alarms = Counter(
+        presets.source_of_size(*run.sizes[d["image_id"]])
+        for d in run.negative_detections(threshold)
+    )
+    return {f"{source} ({count})": alarms[source] / count for source, count in negatives.items()}
+
+
+def per_source_metrics(all_runs):
+    """Columns of the per-source table: one per source in the runs' results."""
+    sources = sorted(
+        {s for runs in all_runs.values() for r in runs for s in r["results"]["per_source"]}
+    )
+    return [(f"FA/neg img @R0.9, {s}", "per_source", s, "{:.3f}") for s in sources]
 
 
 # ---------------------------------------------------------------------------------- plots
@@ -295,15 +309,23 @@ def plot_plateau(curves, path):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bccd-root", default=str(REPO.parent / "shared/data/bccd"))
+    parser.add_argument("--dataset", choices=["bccd", "txl_pbc", "custom"], default="bccd")
+    parser.add_argument("--root", help="the preset's dataset folder (default: ../shared/data/)")
+    parser.add_argument("--bccd-root", dest="root", help=argparse.SUPPRESS)  # earlier commands
     parser.add_argument("--split", choices=["val", "test"], default="val")
     parser.add_argument(
         "--train-split",
         help="BCCD training split: a name in ImageSets/Main or a .txt file of file ids "
         "(default: trainval with --split test, else train)",
     )
-    parser.add_argument("--coco-train", nargs=2, metavar=("JSON", "IMAGES"))
-    parser.add_argument("--coco-test", nargs=2, metavar=("JSON", "IMAGES"))
+    for role in ("train", "test"):
+        parser.add_argument(
+            f"--{role}",
+            nargs="+",
+            metavar="ARG",
+            help=f"with --dataset custom, the {role} set: coco JSON IMAGES, "
+            "voc ROOT SPLIT CLASSES or yolo ROOT SPLIT CLASSES",
+        )
     parser.add_argument("--iters", type=int, default=1500, help="training iterations per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -324,8 +346,13 @@ def parse_args():
         "without those judged unannotated objects",
     )
     args = parser.parse_args()
-    if bool(args.coco_train) != bool(args.coco_test):
-        parser.error("--coco-train and --coco-test go together")
+    if (args.dataset == "custom") != bool(args.train and args.test):
+        parser.error("--train and --test go together, with --dataset custom")
+    for spec in (args.train or []), (args.test or []):
+        if spec and spec[0] not in presets.REGISTER_FLAG:
+            parser.error(
+                f"--train/--test start with a format, one of {list(presets.REGISTER_FLAG)}"
+            )
     return args
 
 
@@ -355,8 +382,10 @@ def run_all(args, threads):
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for setting, seed, output_dir, seconds in pool.map(lambda job: run(*job), jobs):
             training_dir, results = final_training(output_dir)
+            test_json = Path(args.test[1]) if args.test and args.test[0] == "coco" else None
+            if args.dataset == "txl_pbc":
+                results = {**results, "per_source": alarms_per_source(output_dir, test_json)}
             if verdicts is not None:
-                test_json = Path(args.coco_test[0]) if args.coco_test else None
                 audit = audited_results(output_dir, verdicts, args.verdicts, test_json)
                 results = {**results, "audit": audit}
             all_runs[setting].append({"seed": seed, "seconds": seconds, "results": results})
@@ -369,8 +398,12 @@ def main():
     args = parse_args()
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     all_runs, froc_files = run_all(args, threads)
-    out = REPO / args.output / ("coco" if args.coco_train else f"bccd_{args.split}")
-    data = "COCO-style data" if args.coco_train else f"BCCD Platelets, evaluated on {args.split}"
+    out = REPO / args.output / presets.data_label(args)
+    data = (
+        "custom data"
+        if args.dataset == "custom"
+        else f"{args.dataset} Platelets, evaluated on {args.split}"
+    )
     print(
         f"{data}, {args.iters} iterations, seeds {args.seeds}, "
         f"{args.jobs} run(s) at a time with {threads} thread(s) each:\n"
@@ -391,6 +424,10 @@ def main():
     (out / "table.md").write_text(table + "\n")
     plot_settings_froc(froc_files, out / "froc.png")
     print(table)
+    if args.dataset == "txl_pbc":
+        sources = markdown_table(all_runs, per_source_metrics(all_runs))
+        (out / "table_per_source.md").write_text(sources + "\n")
+        print("\nPer source (negative test images in brackets):\n" + sources)
     print(f"\nFROC: {out / 'froc.png'}")
 
 

@@ -22,7 +22,7 @@ crowd regions); the score threshold, set by the annotated positive images, does 
 
     .venv/bin/python benchmarks/negative_audit.py recount RUN_DIR... --verdicts FILE
 
-RUN_DIR is a run directory of benchmarks/bccd_accuracy.py (for image-level mining, its final
+RUN_DIR is a run directory of benchmarks/accuracy.py (for image-level mining, its final
 training is used). A test set registered from a COCO file needs that file (--test-json):
 detectron2 writes its own COCO copy of the test set only for datasets without one.
 """
@@ -61,6 +61,7 @@ class Run:
         inference = _inference_dir(training_dir)
         coco = json.loads((test_json or _detectron2_coco_copy(inference)).read_text())
         self.files = {image["id"]: image["file_name"] for image in coco["images"]}
+        self.sizes = {image["id"]: (image["width"], image["height"]) for image in coco["images"]}
         self.objects = coco.get("annotations", [])  # absent when no image has one
         positive_ids = {annotation["image_id"] for annotation in self.objects}
         self.negative_ids = set(self.files) - positive_ids
@@ -75,13 +76,20 @@ class Run:
         threshold = self.results["negatives"].get(f"score@recall{recall:g}")
         return None if threshold is None or math.isnan(threshold) else threshold
 
-    def alarms(self, min_score: float):
-        """Detections on negative images scored >= ``min_score`` (the evaluator's rule):
-        (file name, XYXY box, score)."""
+    def negative_detections(self, min_score: float):
+        """Detections (COCO result entries) on negative images scored >= ``min_score`` (the
+        evaluator's rule)."""
         return [
-            (self.files[d["image_id"]], xyxy(d["bbox"]), d["score"])
+            d
             for d in self.detections
             if d["image_id"] in self.negative_ids and d["score"] >= min_score
+        ]
+
+    def alarms(self, min_score: float):
+        """Detections on negative images scored >= ``min_score``: (file name, XYXY box, score)."""
+        return [
+            (self.files[d["image_id"]], xyxy(d["bbox"]), d["score"])
+            for d in self.negative_detections(min_score)
         ]
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How sure is a difference in false alarms at matched recall? A paired bootstrap over test images.
 
-Compares a candidate setting of benchmarks/bccd_accuracy.py with a baseline, both run on the
+Compares a candidate setting of benchmarks/accuracy.py with a baseline, both run on the
 same seeds and evaluated on the same test set. A test set of 33 negative images and a handful
 of alarms per run leaves the ratio of two settings' alarm rates wide open; this says how wide.
 
