@@ -61,7 +61,10 @@ class Run:
         inference = _inference_dir(training_dir)
         coco = json.loads((test_json or _detectron2_coco_copy(inference)).read_text())
         self.files = {image["id"]: image["file_name"] for image in coco["images"]}
-        self.sizes = {image["id"]: (image["width"], image["height"]) for image in coco["images"]}
+        # (width, height); a COCO file of one's own may leave them out
+        self.sizes = {
+            image["id"]: (image.get("width"), image.get("height")) for image in coco["images"]
+        }
         self.objects = coco.get("annotations", [])  # absent when no image has one
         positive_ids = {annotation["image_id"] for annotation in self.objects}
         self.negative_ids = set(self.files) - positive_ids
