@@ -3,12 +3,14 @@ runs against (`make test-upstream` runs it against upstream checkouts): hnm_d2.c
 bridges to 0.6, and the private names it overrides, calls or reads. A failure here names the
 upstream change that broke the assumption; the README's compatibility section lists them."""
 
+import argparse
 import inspect
+import logging
 
 import pytest
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetMapper
-from detectron2.engine import DefaultTrainer
+from detectron2.data import DatasetMapper, build_detection_test_loader
+from detectron2.engine import DefaultTrainer, create_ddp_model, defaults
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.proposal_generator import RPN
@@ -16,7 +18,8 @@ from detectron2.modeling.roi_heads import CascadeROIHeads, FastRCNNOutputLayers,
 from detectron2.utils import events
 from detectron2.utils.events import EventStorage
 
-from hnm_d2.compat import has_event_storage, uses_sigmoid_ce
+from hnm_d2.compat import build_batched_test_loader, has_event_storage, uses_sigmoid_ce
+from hnm_d2.engine import launcher
 
 # (class, private method, its parameters, a classmethod?): what hnm_d2 overrides and calls
 # through super() or self. Each one's use is given in the README's compatibility section.
@@ -56,6 +59,14 @@ def test_default_trainer_keeps_the_last_evaluation_results_where_hnm_trainer_rea
     assert "self._last_eval_results = self.test(" in inspect.getsource(DefaultTrainer)
 
 
+def test_default_trainer_builds_ddp_through_the_name_hnm_trainer_swaps_on_the_cpu():
+    # hnm_d2.engine.ddp patches detectron2.engine.defaults.create_ddp_model for the duration of
+    # DefaultTrainer.__init__ (test_distributed trains through it where launch runs CPU
+    # processes).
+    assert defaults.create_ddp_model is create_ddp_model
+    assert "create_ddp_model(" in inspect.getsource(DefaultTrainer.__init__)
+
+
 def test_has_event_storage_is_true_inside_an_event_storage_only():
     assert not has_event_storage()
     with EventStorage():
@@ -92,3 +103,24 @@ def test_uses_sigmoid_ce_reads_the_option_where_detectron2_has_it():
         assert uses_sigmoid_ce(box_predictor(use_sigmoid_ce=True)) is True
     else:
         assert not hasattr(box_predictor(), "use_sigmoid_ce")
+
+
+def test_batched_test_loader_batches_where_detectron2_can_and_says_so_where_it_cannot(caplog):
+    can_batch = "batch_size" in inspect.signature(build_detection_test_loader).parameters
+    with caplog.at_level(logging.WARNING, logger="hnm_d2.compat"):
+        loader = build_batched_test_loader(
+            [{"i": i} for i in range(3)], mapper=lambda d: d, batch_size=2, num_workers=0
+        )
+        batches = [[d["i"] for d in batch] for batch in loader]
+    assert batches == ([[0, 1], [2]] if can_batch else [[0], [1], [2]])
+    assert ("Batches of 1 image, not 2" in caplog.text) != can_batch
+
+
+def test_several_cpu_processes_on_a_launch_that_cannot_start_them_fail_naming_the_fix(
+    monkeypatch,
+):
+    monkeypatch.setattr(launcher, "launch_runs_cpu_processes", lambda: False)
+    monkeypatch.setattr(launcher.torch.cuda, "is_available", lambda: False)
+    args = argparse.Namespace(num_gpus=2, num_machines=1, machine_rank=0, dist_url="auto")
+    with pytest.raises(RuntimeError, match="--num-gpus 2 on a machine without CUDA.*--num-gpus 1"):
+        launcher.launch_with_args(print, args)
