@@ -35,4 +35,4 @@ D2_PATH = $(abspath $(D2_SRC))/.deps:$(abspath $(D2_SRC))
 test-upstream: $(STAMP)
 	@test -n "$(D2_SRC)" || { echo "Set D2_SRC=/path/to/a detectron2 checkout (tools/prepare_upstream_d2.sh makes one)"; exit 1; }
 	PYTHONPATH=$(D2_PATH) $(PY) -c "import sys, detectron2; print('detectron2', detectron2.__version__, 'from', detectron2.__file__); sys.exit(not detectron2.__file__.startswith('$(abspath $(D2_SRC))/'))"
-	PYTHONPATH=$(D2_PATH) $(PY) -m pytest -q tests
+	PYTHONPATH=$(D2_PATH) $(PY) -m pytest -q -rs tests  # -rs: why a test is skipped there
