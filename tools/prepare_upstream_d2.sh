@@ -25,7 +25,8 @@ fi
 ref=$1
 dest=$2
 repo=${D2_REPO:-https://github.com/facebookresearch/detectron2.git}
-python=${PYTHON:-.venv/bin/python}
+# Absolute: the build runs inside the checkout.
+python=$(realpath "${PYTHON:-.venv/bin/python}")
 
 if [ ! -d "$dest/.git" ]; then
     git clone -q "$repo" "$dest"
