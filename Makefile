@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hnm_d2-installed
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test test-upstream venv clean-demo
 
 venv: $(STAMP)
 
@@ -27,3 +27,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The suite against an upstream detectron2 source checkout instead of the pinned build, which it
+# shadows through PYTHONPATH (tools/prepare_upstream_d2.sh makes one from a tag or branch):
+#   make test-upstream D2_SRC=../d2-src/v0.6
+D2_PATH = $(abspath $(D2_SRC))/.deps:$(abspath $(D2_SRC))
+test-upstream: $(STAMP)
+	@test -n "$(D2_SRC)" || { echo "Set D2_SRC=/path/to/a detectron2 checkout (tools/prepare_upstream_d2.sh makes one)"; exit 1; }
+	PYTHONPATH=$(D2_PATH) $(PY) -c "import sys, detectron2; print('detectron2', detectron2.__version__, 'from', detectron2.__file__); sys.exit(not detectron2.__file__.startswith('$(abspath $(D2_SRC))/'))"
+	PYTHONPATH=$(D2_PATH) $(PY) -m pytest -q -rs tests  # -rs: why a test is skipped there

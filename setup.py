@@ -13,7 +13,8 @@ setup(
     packages=find_packages(exclude=("tests", "benchmarks")),
     # detectron2 itself is deliberately not listed: it is not on PyPI under its own name, and
     # users bring their own build (upstream from source, or a registry build such as
-    # sal-detectron2). hnm_d2 only uses detectron2's public API.
+    # sal-detectron2), 0.6 or later: the README's Compatibility section gives the suite's result
+    # on each, and the private detectron2 names hnm_d2 relies on.
     install_requires=[
         "torch>=1.10",
         "torchvision",

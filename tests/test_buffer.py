@@ -10,6 +10,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import launch
 from detectron2.utils import comm
+from helpers import needs_cpu_launch
 from torch import nn
 
 from hnm_d2.engine.buffer_checkpointing import HNMCheckpointer, periodic_checkpointer
@@ -212,6 +213,7 @@ def distributed_worker(out_dir, checkpoint_period):
     leave_process_group()
 
 
+@needs_cpu_launch
 def test_two_processes_each_restore_their_own_buffer(tmp_path):
     launch(distributed_worker, 2, dist_url="auto", args=(str(tmp_path), 10))
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]

@@ -12,7 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils import comm
-from helpers import run_python
+from helpers import needs_cpu_launch, run_python
 
 import hnm_d2
 from hnm_d2.data import register_synthetic_splits
@@ -58,6 +58,7 @@ def table_rows(table, seen_before=None):
     return {tuple(row.tolist()) for row in table[valid]}
 
 
+@needs_cpu_launch
 def test_two_processes_train_checkpoint_resume_and_evaluate(tmp_path, synthetic_root):
     out = tmp_path / "out"
     args = ["--config-file", QUICK_ALL, "--synthetic", synthetic_root, "--num-gpus", 2]
@@ -163,6 +164,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@needs_cpu_launch
 @pytest.mark.parametrize("batch_size", [4, 5])
 def test_two_processes_score_the_pool_as_one_does(
     random_weights, synthetic_root, tmp_path, batch_size, one_thread

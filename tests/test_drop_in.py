@@ -22,6 +22,7 @@ from detectron2.modeling.roi_heads import (
 from detectron2.structures import Boxes
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
+from helpers import needs_sigmoid_ce
 from test_heads import (
     batch,
     tiny_cfg,
@@ -244,7 +245,11 @@ def test_ohem_refuses_the_stock_predictor_naming_the_fix():
     "options, named",
     [
         ({"MODEL.KEYPOINT_ON": True}, "MODEL.KEYPOINT_ON"),
-        ({"MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": True}, "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE"),
+        pytest.param(
+            {"MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": True},
+            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE",
+            marks=needs_sigmoid_ce,
+        ),
         ({"MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": True}, "TRAIN_ON_PRED_BOXES"),
     ],
 )
@@ -282,6 +287,7 @@ def test_buffer_in_a_model_that_does_not_pass_the_batch_refuses_at_the_first_ste
         model(batch())
 
 
+@needs_sigmoid_ce
 def test_buffer_with_sigmoid_cross_entropy_scores_boxes_as_inference_does():
     cfg = tiny_cfg(
         **{

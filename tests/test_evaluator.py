@@ -28,6 +28,7 @@ from detectron2.engine import launch
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils import comm
+from helpers import needs_cpu_launch
 
 from hnm_d2.config import HNMConfigError, add_hnm_config
 from hnm_d2.engine.launcher import leave_process_group
@@ -452,6 +453,7 @@ def _evaluate_half_per_rank(name, output_dir, result_dir):
     leave_process_group()
 
 
+@needs_cpu_launch
 def test_two_process_results_equal_single_process_results(dataset_factory, tmp_path):
     name = dataset_factory(make_records())
     single = run_evaluation(

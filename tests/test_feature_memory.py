@@ -6,6 +6,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from detectron2.utils.events import EventStorage
+from helpers import needs_sigmoid_ce
 from test_heads import HEIGHT, WIDTH, assert_same_losses, batch, seeded_model
 from test_heads import tiny_cfg as heads_cfg
 from torch.nn import functional as F
@@ -111,6 +112,7 @@ def test_a_few_iterations_fill_and_re_feed_the_memory():
     assert model.roi_heads.feature_memory.num_entries > 0
 
 
+@needs_sigmoid_ce
 def test_memory_refuses_sigmoid_cross_entropy():
     cfg = heads_cfg(**FEATURES, **{"MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": True})
     with pytest.raises(HNMConfigError, match="MODE 'features'.*use_sigmoid_ce=True"):

@@ -21,6 +21,7 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
+from helpers import needs_cpu_launch
 from PIL import Image
 
 import hnm_d2
@@ -602,6 +603,7 @@ def test_a_pool_without_detections_stops_mining_with_a_message(one_round, synthe
     assert not (mining / "round_1_selection.json").exists()
 
 
+@needs_cpu_launch
 def test_two_processes_score_shards_and_only_the_main_one_writes(synthetic_root, tmp_path):
     flags = ["--rounds", 1, "--per-round", 0.05, "--iters-per-round", 2, "--from-scratch"]
     argv = mine_argv(synthetic_root, tmp_path, *flags, "--num-gpus", 2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from helpers import run_python
+from helpers import needs_cpu_launch, run_python
 
 import hnm_d2
 from hnm_d2.config import validate_hnm_config
@@ -99,6 +99,7 @@ def test_eval_only_reports_false_alarms(tmp_path, synthetic_root):
     assert "fa_per_image@0.5" in log and "Summary [" in log
 
 
+@needs_cpu_launch
 def test_two_cpu_processes_train_with_every_mechanism(tmp_path, synthetic_root):
     out = tmp_path / "out"
     data = ["--config-file", QUICK_ALL, "--synthetic", synthetic_root, "--num-gpus", 2]

@@ -16,6 +16,7 @@ from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
@@ -48,18 +49,23 @@ model.proposal_generator.update(
     post_nms_topk=(500, 300),
 )
 # The heads' input widths follow backbone.out_channels and box_head.fc_dims (interpolations), so
-# overriding those two resizes the whole model.
+# overriding those two resizes the whole model. The zoo's input shapes are ShapeSpec objects,
+# which detectron2 0.6 cannot edit (named tuples): they are replaced by lazy ones.
 model.proposal_generator.head.in_channels = "${...backbone.out_channels}"
 model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]  # 256 px
 
 model.roi_heads.update(_target_=HNMROIHeads, num_classes=1, batch_size_per_image=128)
-model.roi_heads.box_head.input_shape.channels = "${....backbone.out_channels}"
+model.roi_heads.box_head.input_shape = L(ShapeSpec)(
+    channels="${....backbone.out_channels}",
+    height=model.roi_heads.box_head.input_shape.height,  # the zoo's pooler resolution
+    width=model.roi_heads.box_head.input_shape.width,
+)
 model.roi_heads.box_head.fc_dims = [256, 256]
 model.roi_heads.box_predictor.update(
     _target_=HNMFastRCNNOutputLayers,
     test_topk_per_image=100,  # named here because the evaluator reads it
 )
-model.roi_heads.box_predictor.input_shape.channels = "${...box_head.fc_dims[1]}"
+model.roi_heads.box_predictor.input_shape = L(ShapeSpec)(channels="${...box_head.fc_dims[1]}")
 # detectron2's default normalisation, the YAML's, rather than the zoo's ImageNet std: both
 # configs build the same model.
 model.pixel_std = [1.0, 1.0, 1.0]

@@ -22,8 +22,9 @@ from typing import List, Optional
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.data.detection_utils import SizeMismatchError
-from detectron2.utils.events import get_event_storage, has_event_storage
+from detectron2.utils.events import get_event_storage
 
+from ..compat import has_event_storage
 from ..config import validate_hnm_config
 from ..key_check import check_hnm_keys_are_used
 from .validation import (

@@ -69,17 +69,6 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             logger.info("Removing %s, left by a save that was interrupted.", leftover)
             os.unlink(leftover)
 
-    def _torch_load(self, f):
-        try:
-            return super()._torch_load(f)
-        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-            raise CheckpointError(
-                f"Checkpoint {f} cannot be read ({type(e).__name__}: {e}). It is truncated "
-                "or not a torch checkpoint: point MODEL.WEIGHTS at a complete .pth file, or, "
-                "when resuming, delete it and edit OUTPUT_DIR/last_checkpoint to name the "
-                "previous checkpoint."
-            ) from e
-
     def _load_model(self, checkpoint):
         checkpoint_keys = sorted(checkpoint["model"])
         incompatible = super()._load_model(checkpoint)
@@ -101,4 +90,14 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename):
         self._current_file = filename
-        return super()._load_file(filename)
+        # Caught around _load_file, which every detectron2 has: the torch.load inside it is
+        # DetectionCheckpointer._torch_load only after 0.6.
+        try:
+            return super()._load_file(filename)
+        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+            raise CheckpointError(
+                f"Checkpoint {filename} cannot be read ({type(e).__name__}: {e}). It is "
+                "truncated or not a checkpoint: point MODEL.WEIGHTS at a complete .pth file, "
+                "or, when resuming, delete it and edit OUTPUT_DIR/last_checkpoint to name the "
+                "previous checkpoint."
+            ) from e

@@ -4,12 +4,14 @@ import logging
 import math
 import os
 
+import torch
 import torch.distributed as dist
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..compat import launch_runs_cpu_processes
 from ..config import add_hnm_config
 from ..data import (
     add_registration_arguments,
@@ -58,7 +60,19 @@ def prepare_datasets(args):
 
 def launch_with_args(main_func, args):
     """Run ``main_func(args)`` on the processes the command line asks for (--num-gpus,
-    --num-machines, --machine-rank, --dist-url), through detectron2's ``launch``."""
+    --num-machines, --machine-rank, --dist-url), through detectron2's ``launch``.
+
+    Raises:
+        RuntimeError: several processes without CUDA asked of a detectron2 whose launch
+            cannot start them (0.6's asserts that CUDA is there).
+    """
+    if args.num_gpus > 1 and not torch.cuda.is_available() and not launch_runs_cpu_processes():
+        raise RuntimeError(
+            f"--num-gpus {args.num_gpus} on a machine without CUDA: this detectron2's launch "
+            "starts GPU (NCCL) processes only; CPU (gloo) processes need a detectron2 from "
+            "after 0.6 (upstream main since January 2023). Run one process (--num-gpus 1) or "
+            "use a newer detectron2."
+        )
     launch(
         _run_then_leave,
         args.num_gpus,

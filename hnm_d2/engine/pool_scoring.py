@@ -13,11 +13,11 @@ selects. The ranking and selection are pure functions of those records.
 import math
 
 import torch
-from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import inference_context
 from detectron2.utils import comm
 from tqdm import tqdm
 
+from ..compat import build_batched_test_loader
 from ..data import NegativeAwareDatasetMapper
 
 __all__ = [
@@ -78,7 +78,7 @@ def score_pool(model, pool_dicts, cfg, description="Scoring pool"):
         list[dict]: on the main process, one :func:`image_record` per pool image in pool order;
         an empty list on the other processes.
     """
-    loader = build_detection_test_loader(
+    loader = build_batched_test_loader(
         pool_dicts,
         # The stock test-time mapping, with an error that names an unreadable image's file
         # and id.

@@ -10,6 +10,7 @@ from detectron2.layers import cat
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Instances
 
+from ..compat import uses_sigmoid_ce
 from ..config import HNMConfigError, check_arguments, validate_hnm_config
 from .losses import roi_box_regression_losses, roi_classification_losses
 
@@ -46,7 +47,7 @@ class HNMFastRCNNOutputLayers(FastRCNNOutputLayers):
         super().__init__(**kwargs)
         self.bg_weight = bg_weight
         self.focal_gamma = focal_gamma
-        if self.use_sigmoid_ce and not self.uses_stock_classification_loss:
+        if uses_sigmoid_ce(self) and not self.uses_stock_classification_loss:
             raise HNMConfigError(
                 "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE (use_sigmoid_ce=True) cannot be combined with "
                 "MODEL.HNM.ROI_BG_WEIGHT != 1 (bg_weight) or MODEL.HNM.ROI_FOCAL.ENABLED "

@@ -28,6 +28,7 @@ from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
+from ..compat import uses_sigmoid_ce
 from ..config import HNMConfigError, check_arguments, validate_hnm_config
 from ..key_check import check_hnm_keys_are_used
 from .buffer import HardNegativeBuffer, image_key
@@ -220,11 +221,11 @@ class HNMROIHeads(StandardROIHeads):
     def _check_memory_supported(self):
         """Refuse, at build time, a predictor whose loss the memory cannot add to."""
         predictor = self.box_predictor
-        if not isinstance(predictor, HNMFastRCNNOutputLayers) or predictor.use_sigmoid_ce:
+        if not isinstance(predictor, HNMFastRCNNOutputLayers) or uses_sigmoid_ce(predictor):
             raise HNMConfigError(
                 "MODEL.HNM.BUFFER.MODE 'features' (feature_memory) adds re-fed entries to the "
                 "softmax classification loss of HNMFastRCNNOutputLayers; got "
-                f"{type(predictor).__name__} (use_sigmoid_ce={predictor.use_sigmoid_ce}). Use "
+                f"{type(predictor).__name__} (use_sigmoid_ce={uses_sigmoid_ce(predictor)}). Use "
                 "MODE 'boxes', or that predictor with MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE False."
             )
 
@@ -487,7 +488,7 @@ class HNMROIHeads(StandardROIHeads):
         Returns:
             Tensor: (R,), detached.
         """
-        if self._box_predictors()[-1].use_sigmoid_ce:
+        if uses_sigmoid_ce(self._box_predictors()[-1]):
             probs = class_logits.sigmoid()
         else:
             probs = F.softmax(class_logits, dim=-1)
@@ -626,7 +627,7 @@ def _check_ohem_predictor(predictor, argument: str) -> None:
         )
     _refuse_ohem_with(
         {
-            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": (predictor.use_sigmoid_ce, "set it False"),
+            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": (uses_sigmoid_ce(predictor), "set it False"),
             f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {predictor.box_reg_loss_type!r}": (
                 predictor.box_reg_loss_type != "smooth_l1",
                 "use 'smooth_l1'",
