@@ -28,7 +28,8 @@ from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
 from ..config import HNMConfigError
-from .roi_heads import HNMROIHeads, hnm_predictor_replacing
+from .fast_rcnn import hnm_predictor_replacing
+from .roi_heads import HNMROIHeads
 
 __all__ = ["HNMCascadeROIHeads"]
 

@@ -31,11 +31,11 @@ from torch.nn import functional as F
 from ..config import HNMConfigError, check_arguments, validate_hnm_config
 from ..key_check import check_hnm_keys_are_used
 from .buffer import HardNegativeBuffer, image_key
-from .fast_rcnn import HNMFastRCNNOutputLayers
+from .fast_rcnn import HNMFastRCNNOutputLayers, hnm_predictor_replacing
 from .feature_memory import HardNegativeFeatureMemory
 from .ohem import select_hard_rois
 
-__all__ = ["HNMROIHeads", "hnm_predictor_replacing"]
+__all__ = ["HNMROIHeads"]
 
 # Stock sampling with this budget and positive fraction 1 hands over every labelled proposal.
 _SAMPLE_EVERY_PROPOSAL = 2**31 - 1
@@ -593,24 +593,6 @@ class HNMROIHeads(StandardROIHeads):
         scores = self._object_scores(predictions[0])
         self.feature_memory.add(pooled[is_clear], scores[is_clear], get_event_storage().iter)
         get_event_storage().put_scalar("hnm/memory_size", self.feature_memory.num_entries)
-
-
-def hnm_predictor_replacing(cfg, stock_predictor, input_shape, **kwargs):
-    """An :class:`HNMFastRCNNOutputLayers` with the weights of ``stock_predictor``.
-
-    The stock predictor has drawn its initial weights already. The replacement is drawn with
-    the random state restored afterwards, then given those weights: a seeded build of an hnm_d2
-    model consumes the random numbers a seeded stock build does, so its initial weights, RoI
-    and anchor sampling and data order after it are stock detectron2's. (Models are built on
-    the CPU before moving to MODEL.DEVICE: the CPU state is the one.)
-
-    Args:
-        kwargs: arguments that override the config's (a cascade stage's box2box_transform).
-    """
-    with torch.random.fork_rng(devices=[]):
-        predictor = HNMFastRCNNOutputLayers(cfg, input_shape, **kwargs)
-    predictor.load_state_dict(stock_predictor.state_dict())
-    return predictor
 
 
 def _check_ohem_predictor(predictor, argument: str) -> None:
