@@ -28,12 +28,13 @@ from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
-from ..config import HNMConfigError, check_arguments, validate_hnm_config
+from ..config import validate_hnm_config
 from ..key_check import check_hnm_keys_are_used
 from .buffer import HardNegativeBuffer, image_key
-from .fast_rcnn import HNMFastRCNNOutputLayers, hnm_predictor_replacing
+from .fast_rcnn import hnm_predictor_replacing
 from .feature_memory import HardNegativeFeatureMemory
 from .ohem import select_hard_rois
+from .roi_heads_checks import ROIHeadsChecks, check_head_arguments
 
 __all__ = ["HNMROIHeads"]
 
@@ -60,7 +61,7 @@ class ImageVisit(NamedTuple):
 
 
 @ROI_HEADS_REGISTRY.register()
-class HNMROIHeads(StandardROIHeads):
+class HNMROIHeads(ROIHeadsChecks, StandardROIHeads):
     """StandardROIHeads with OHEM over RoIs, the hard-negative buffer, and the
     :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss).
 
@@ -100,21 +101,13 @@ class HNMROIHeads(StandardROIHeads):
                 negatives' pooled features (MODEL.HNM.BUFFER.MODE "features"); None = none.
             kwargs: the arguments of :class:`StandardROIHeads`.
         """
-        check_arguments(
+        check_head_arguments(
             type(self).__name__,
-            {
-                "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": (
-                    "ohem_batch_size_per_image",
-                    ohem_batch_size_per_image,
-                ),
-                "MODEL.HNM.ROI_OHEM.NMS_THRESH": ("ohem_nms_thresh", ohem_nms_thresh),
-                "MODEL.HNM.ROI_OHEM.MIN_POSITIVE_FRACTION": (
-                    "ohem_min_positive_fraction",
-                    ohem_min_positive_fraction,
-                ),
-                "MODEL.HNM.BUFFER.BG_SHARE": ("buffer_bg_share", buffer_bg_share),
-                "MODEL.HNM.BUFFER.MAX_OBJECT_IOU": ("hard_negative_max_iou", hard_negative_max_iou),
-            },
+            ohem_batch_size_per_image=ohem_batch_size_per_image,
+            ohem_nms_thresh=ohem_nms_thresh,
+            ohem_min_positive_fraction=ohem_min_positive_fraction,
+            buffer_bg_share=buffer_bg_share,
+            hard_negative_max_iou=hard_negative_max_iou,
         )
         if ohem_enabled:
             ohem_batch_size_per_image = ohem_batch_size_per_image or kwargs["batch_size_per_image"]
@@ -198,35 +191,6 @@ class HNMROIHeads(StandardROIHeads):
     def _box_predictors(self) -> list:
         """The box predictor of each stage (one here; a cascade has several)."""
         return [self.box_predictor]
-
-    def _check_ohem_supported(self):
-        """Refuse, at build time, what ROI OHEM does not train correctly."""
-        predictors = self._box_predictors()
-        for stage, predictor in enumerate(predictors):
-            argument = "box_predictor" if len(predictors) == 1 else f"box_predictors[{stage}]"
-            _check_ohem_predictor(predictor, argument)
-        _refuse_ohem_with(self._settings_ohem_cannot_train())
-
-    def _settings_ohem_cannot_train(self) -> Dict[str, tuple]:
-        """setting -> (is it set, how to turn it off), for the heads' own settings."""
-        return {
-            "MODEL.KEYPOINT_ON (a keypoint head)": (
-                self.keypoint_on,
-                "set MODEL.KEYPOINT_ON False",
-            ),
-            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": (self.train_on_pred_boxes, "set it False"),
-        }
-
-    def _check_memory_supported(self):
-        """Refuse, at build time, a predictor whose loss the memory cannot add to."""
-        predictor = self.box_predictor
-        if not isinstance(predictor, HNMFastRCNNOutputLayers) or predictor.use_sigmoid_ce:
-            raise HNMConfigError(
-                "MODEL.HNM.BUFFER.MODE 'features' (feature_memory) adds re-fed entries to the "
-                "softmax classification loss of HNMFastRCNNOutputLayers; got "
-                f"{type(predictor).__name__} (use_sigmoid_ce={predictor.use_sigmoid_ce}). Use "
-                "MODE 'boxes', or that predictor with MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE False."
-            )
 
     @contextlib.contextmanager
     def visiting(self, batched_inputs: List[Dict]):
@@ -593,40 +557,6 @@ class HNMROIHeads(StandardROIHeads):
         scores = self._object_scores(predictions[0])
         self.feature_memory.add(pooled[is_clear], scores[is_clear], get_event_storage().iter)
         get_event_storage().put_scalar("hnm/memory_size", self.feature_memory.num_entries)
-
-
-def _check_ohem_predictor(predictor, argument: str) -> None:
-    """Refuse a box predictor whose losses OHEM cannot rank by; ``argument`` names it."""
-    if not isinstance(predictor, HNMFastRCNNOutputLayers):
-        raise HNMConfigError(
-            f"MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) needs {argument} to be an "
-            "HNMFastRCNNOutputLayers, which ranks RoIs by loss; got "
-            f"{type(predictor).__name__}. Build the heads from a config (MODEL.ROI_HEADS.NAME "
-            "'HNMROIHeads' or 'HNMCascadeROIHeads' swaps it in), or pass "
-            f"{argument}=HNMFastRCNNOutputLayers(...) (LazyConfig: "
-            "L(HNMFastRCNNOutputLayers)(...))."
-        )
-    _refuse_ohem_with(
-        {
-            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": (predictor.use_sigmoid_ce, "set it False"),
-            f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {predictor.box_reg_loss_type!r}": (
-                predictor.box_reg_loss_type != "smooth_l1",
-                "use 'smooth_l1'",
-            ),
-        }
-    )
-
-
-def _refuse_ohem_with(unsupported: Dict[str, tuple]) -> None:
-    """Raise naming the first setting that is on; ``unsupported``: setting -> (is on, fix)."""
-    for setting, (is_set, fix) in unsupported.items():
-        if is_set:
-            raise HNMConfigError(
-                f"MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) is not supported with "
-                f"{setting}: OHEM ranks and trains the softmax box branch of Faster R-CNN "
-                f"by its cross-entropy and smooth-L1 losses. Either {fix}, or turn "
-                "MODEL.HNM.ROI_OHEM.ENABLED off."
-            )
 
 
 def _required_input(batched_input: Dict, field: str, index: int):
