@@ -24,15 +24,14 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, Instances, pairwise_iou
-from detectron2.structures.boxes import matched_pairwise_iou
 from detectron2.utils.events import get_event_storage
-from torch.nn import functional as F
 
 from ..config import validate_hnm_config
 from ..key_check import check_hnm_keys_are_used
 from .buffer import HardNegativeBuffer, image_key
 from .fast_rcnn import hnm_predictor_replacing
 from .feature_memory import HardNegativeFeatureMemory
+from .hard_negatives import HardNegativePicking
 from .ohem import select_hard_rois
 from .roi_heads_checks import ROIHeadsChecks, check_head_arguments
 
@@ -61,7 +60,7 @@ class ImageVisit(NamedTuple):
 
 
 @ROI_HEADS_REGISTRY.register()
-class HNMROIHeads(ROIHeadsChecks, StandardROIHeads):
+class HNMROIHeads(HardNegativePicking, ROIHeadsChecks, StandardROIHeads):
     """StandardROIHeads with OHEM over RoIs, the hard-negative buffer, and the
     :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss).
 
@@ -441,22 +440,6 @@ class HNMROIHeads(ROIHeadsChecks, StandardROIHeads):
         if not is_kept.all():
             storage.put_scalar("hnm/ohem_dropped_loss_mean", per_roi_losses[~is_kept].mean().item())
 
-    def _object_scores(self, class_logits: torch.Tensor) -> torch.Tensor:
-        """Each RoI's highest object-class probability: the score inference thresholds with
-        SCORE_THRESH_TEST (softmax, or sigmoid, as the predictor's predict_probs has it).
-
-        Args:
-            class_logits (Tensor): (R, K + 1), the predictor's class scores.
-
-        Returns:
-            Tensor: (R,), detached.
-        """
-        if self._box_predictors()[-1].use_sigmoid_ce:
-            probs = class_logits.sigmoid()
-        else:
-            probs = F.softmax(class_logits, dim=-1)
-        return probs[:, :-1].max(dim=1).values.detach()
-
     @torch.no_grad()
     def _rescore_buffered(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """The object scores of this visit's buffered background boxes, per image, by the
@@ -505,27 +488,6 @@ class HNMROIHeads(ROIHeadsChecks, StandardROIHeads):
         storage = get_event_storage()
         storage.put_scalar("hnm/buffer_size", buffer.num_entries)
         storage.put_scalar("hnm/buffer_mean_score", buffer.mean_score())
-
-    def _clear_of_objects(self, rois: Instances) -> torch.Tensor:
-        """Which labelled RoIs may be stored as hard negatives: background, overlapping no
-        object by ``hard_negative_max_iou`` or more, nor by the proposal matcher's foreground
-        IoU. (A background RoI's gt_boxes is the object it overlaps most; an image without
-        objects has none.)
-
-        The matcher's bound matters in a cascade: its later stages label background below a
-        stricter IoU (0.7), but a stored box comes back as a proposal, which this matcher (0.5)
-        would call foreground.
-
-        Returns:
-            Tensor: bool, shape (len(rois),).
-        """
-        is_background = rois.gt_classes == self.num_classes
-        if not rois.has("gt_boxes") or len(rois) == 0:
-            return is_background
-        overlap = matched_pairwise_iou(rois.gt_boxes, rois.proposal_boxes)
-        # Matcher.thresholds is [-inf, foreground IoU, inf] for the heads' two labels.
-        limit = min(self.hard_negative_max_iou, self.proposal_matcher.thresholds[1])
-        return is_background & (overlap < limit)
 
     def _train_on_memory(self, loss_cls, pooled, proposals: List[Instances]) -> torch.Tensor:
         """``loss_cls`` with up to PER_ITER memory entries of earlier iterations as background.
