@@ -2,11 +2,7 @@
 
 Everything is off by default, and off means stock: the overrides hand over to ``super()``.
 
-OHEM (MODEL.HNM.ROI_OHEM, Shrivastava et al. 2016): in training every proposal (gt boxes
-appended as usual) is labelled, none is sampled at random; the box head scores all of them
-without gradients, :func:`select_hard_rois` keeps the top-B by loss after NMS over the loss
-ranking, and the stock ``losses()`` runs on the kept RoIs only, so both losses are divided by
-the number of KEPT RoIs (the paper's normaliser).
+OHEM (MODEL.HNM.ROI_OHEM): :mod:`.roi_heads_ohem`; the box branch trains on the kept RoIs only.
 
 Hard-negative buffer (MODEL.HNM.BUFFER): background proposals the box head scored as objects
 are stored per image (:class:`HardNegativeBuffer`, original image coordinates) and come back as
@@ -32,13 +28,10 @@ from .buffer import HardNegativeBuffer, image_key
 from .fast_rcnn import hnm_predictor_replacing
 from .feature_memory import HardNegativeFeatureMemory
 from .hard_negatives import HardNegativePicking
-from .ohem import select_hard_rois
 from .roi_heads_checks import ROIHeadsChecks, check_head_arguments
+from .roi_heads_ohem import SAMPLE_EVERY_PROPOSAL, ROIHeadsOHEM
 
 __all__ = ["HNMROIHeads"]
-
-# Stock sampling with this budget and positive fraction 1 hands over every labelled proposal.
-_SAMPLE_EVERY_PROPOSAL = 2**31 - 1
 
 
 class ImageVisit(NamedTuple):
@@ -60,7 +53,7 @@ class ImageVisit(NamedTuple):
 
 
 @ROI_HEADS_REGISTRY.register()
-class HNMROIHeads(HardNegativePicking, ROIHeadsChecks, StandardROIHeads):
+class HNMROIHeads(ROIHeadsOHEM, HardNegativePicking, ROIHeadsChecks, StandardROIHeads):
     """StandardROIHeads with OHEM over RoIs, the hard-negative buffer, and the
     :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss).
 
@@ -110,9 +103,7 @@ class HNMROIHeads(HardNegativePicking, ROIHeadsChecks, StandardROIHeads):
         )
         if ohem_enabled:
             ohem_batch_size_per_image = ohem_batch_size_per_image or kwargs["batch_size_per_image"]
-            # OHEM samples by loss, so the stock sampler must label and hand over every
-            # proposal: an unbounded budget that positives may fill entirely.
-            kwargs.update(batch_size_per_image=_SAMPLE_EVERY_PROPOSAL, positive_fraction=1.0)
+            kwargs.update(SAMPLE_EVERY_PROPOSAL)
         super().__init__(**kwargs)
         self.ohem_enabled = ohem_enabled
         self.ohem_batch_size_per_image = ohem_batch_size_per_image
@@ -138,18 +129,6 @@ class HNMROIHeads(HardNegativePicking, ROIHeadsChecks, StandardROIHeads):
         ret.update(cls._ohem_args(cfg))
         ret.update(cls._buffer_args(cfg))
         return ret
-
-    @classmethod
-    def _ohem_args(cls, cfg):
-        ohem = cfg.MODEL.HNM.ROI_OHEM
-        if not ohem.ENABLED:
-            return {}
-        return {
-            "ohem_enabled": True,
-            "ohem_batch_size_per_image": ohem.BATCH_SIZE_PER_IMAGE or None,
-            "ohem_nms_thresh": ohem.NMS_THRESH,
-            "ohem_min_positive_fraction": ohem.MIN_POSITIVE_FRACTION,
-        }
 
     @classmethod
     def _buffer_args(cls, cfg):
@@ -350,95 +329,6 @@ class HNMROIHeads(HardNegativePicking, ROIHeadsChecks, StandardROIHeads):
         if self.training and self.ohem_enabled:
             instances, self._ohem_kept = self._ohem_kept, None
         return super()._forward_mask(features, instances)
-
-    def _forward_box_ohem(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        """OHEM box branch: rank every proposal by loss without gradients, train on the top-B.
-
-        The kept RoIs are pooled a second time, with gradients, rather than indexed out of a
-        pooling of all candidates with gradients: ROIAlign's backward costs in proportion to
-        the RoIs pooled, gradient or not, so back-propagating through all candidates' pooled
-        features made an OHEM iteration 1.34x stock, against 1.09x this way (CPU, ResNet-18
-        FPN, 4 x 256 px, 500 candidates and 128 kept RoIs per image; benchmarks/bench_heads.py).
-        It also never holds the candidates' pooled features for the backward pass. (A box
-        head with BatchNorm, MODEL.ROI_BOX_HEAD.NORM, updates its running statistics in both
-        passes.)
-
-        Returns:
-            dict: loss_cls, loss_box_reg from the predictor's stock ``losses()`` on the kept
-                RoIs (each divided by the number of kept RoIs).
-            list[Instances]: the kept proposals of each image.
-            Tensor: their pooled features, shape (K_total, C, S, S).
-            tuple[Tensor, Tensor]: the predictor's outputs on the kept RoIs.
-        """
-        box_features = [features[f] for f in self.box_in_features]
-
-        def pool(rois: List[Instances]) -> torch.Tensor:
-            return self.box_pooler(box_features, [p.proposal_boxes for p in rois])
-
-        def predict(rois: List[Instances]):
-            return self.box_predictor(self.box_head(pool(rois)))
-
-        kept, _ = self._ohem_keep(proposals, predict, self.box_predictor)
-        pooled = pool(kept)
-        predictions = self.box_predictor(self.box_head(pooled))
-        return self.box_predictor.losses(predictions, kept), kept, pooled, predictions
-
-    def _ohem_keep(self, proposals: List[Instances], predict, predictor):
-        """OHEM's choice: every candidate scored by ``predict`` without gradients, then per
-        image the hardest B by ``predictor.per_roi_losses`` (after NMS over that ranking).
-
-        Returns:
-            list[Instances]: the kept proposals of each image.
-            tuple[Tensor, Tensor]: the no-gradient predictions on every candidate.
-        """
-        with torch.no_grad():
-            ranking = predict(proposals)
-            per_roi_losses = predictor.per_roi_losses(ranking, proposals)
-        keep = self._select_hard_rois(proposals, per_roi_losses)
-        return [p[k] for p, k in zip(proposals, keep)], ranking
-
-    def _select_hard_rois(self, proposals: List[Instances], per_roi_losses: torch.Tensor):
-        """Per image, the indices of the RoIs OHEM keeps (and the hnm/ohem_* telemetry).
-
-        Args:
-            proposals (list[Instances]): the labelled candidates of each image.
-            per_roi_losses (Tensor): shape (R_total,), their losses, images concatenated.
-
-        Returns:
-            list[Tensor]: int64 indices into each image's proposals.
-        """
-        keep = []
-        for p, losses in zip(proposals, per_roi_losses.split([len(p) for p in proposals])):
-            is_fg = p.gt_classes != self.num_classes
-            keep.append(
-                select_hard_rois(
-                    losses,
-                    p.proposal_boxes.tensor,
-                    is_fg,
-                    self.ohem_batch_size_per_image,
-                    self.ohem_nms_thresh,
-                    self.ohem_min_positive_fraction,
-                )
-            )
-        self._log_ohem(proposals, per_roi_losses, keep)
-        return keep
-
-    def _log_ohem(self, proposals, per_roi_losses, keep):
-        """hnm/ohem_* scalars: kept RoIs per image by label, mean loss of kept and dropped."""
-        is_kept = cat(
-            [
-                torch.zeros(len(p), dtype=torch.bool, device=k.device).index_fill(0, k, True)
-                for p, k in zip(proposals, keep)
-            ]
-        )
-        is_fg = cat([p.gt_classes != self.num_classes for p in proposals])
-        storage = get_event_storage()
-        storage.put_scalar("hnm/ohem_kept_pos", int((is_kept & is_fg).sum()) / len(proposals))
-        storage.put_scalar("hnm/ohem_kept_neg", int((is_kept & ~is_fg).sum()) / len(proposals))
-        if is_kept.any():
-            storage.put_scalar("hnm/ohem_kept_loss_mean", per_roi_losses[is_kept].mean().item())
-        if not is_kept.all():
-            storage.put_scalar("hnm/ohem_dropped_loss_mean", per_roi_losses[~is_kept].mean().item())
 
     @torch.no_grad()
     def _rescore_buffered(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
