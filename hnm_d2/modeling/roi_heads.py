@@ -1,11 +1,15 @@
-"""HNMROIHeads: StandardROIHeads with OHEM over RoIs and the hard-negative buffer.
+"""HNMROIHeads: StandardROIHeads with OHEM over RoIs, the hard-negative buffer and the feature
+memory. This file overrides detectron2's hooks and composes the mechanisms, each in its file:
+
+- OHEM (MODEL.HNM.ROI_OHEM): :mod:`.roi_heads_ohem`; the box branch trains on the kept RoIs.
+- Hard-negative buffer (MODEL.HNM.BUFFER): :mod:`.roi_heads_buffer`; its boxes join the sampled
+  proposals, and the box branch's hard background RoIs are recorded after it has run.
+- Feature memory (MODEL.HNM.BUFFER.MODE "features"): :mod:`.roi_heads_memory`; its entries join
+  the classification loss, and the box branch's hard background RoIs are added after it has run.
+- What the buffer and the memory share (which RoIs are hard negatives): :mod:`.hard_negatives`.
+- Build-time refusals: :mod:`.roi_heads_checks`.
 
 Everything is off by default, and off means stock: the overrides hand over to ``super()``.
-
-OHEM (MODEL.HNM.ROI_OHEM): :mod:`.roi_heads_ohem`; the box branch trains on the kept RoIs only.
-
-Hard-negative buffer (MODEL.HNM.BUFFER): :mod:`.roi_heads_buffer`; its boxes join the sampled
-proposals, and the box branch's hard background RoIs are recorded after it has run.
 """
 
 import contextlib
@@ -13,10 +17,8 @@ from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Instances
-from detectron2.utils.events import get_event_storage
 
 from ..config import validate_hnm_config
 from ..key_check import check_hnm_keys_are_used
@@ -25,15 +27,16 @@ from .fast_rcnn import hnm_predictor_replacing
 from .feature_memory import HardNegativeFeatureMemory
 from .roi_heads_buffer import ImageVisit, ROIHeadsBuffer
 from .roi_heads_checks import ROIHeadsChecks, check_head_arguments
+from .roi_heads_memory import ROIHeadsMemory
 from .roi_heads_ohem import SAMPLE_EVERY_PROPOSAL, ROIHeadsOHEM
 
 __all__ = ["HNMROIHeads"]
 
 
 @ROI_HEADS_REGISTRY.register()
-class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsChecks, StandardROIHeads):
-    """StandardROIHeads with OHEM over RoIs, the hard-negative buffer, and the
-    :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss).
+class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, StandardROIHeads):
+    """StandardROIHeads with OHEM over RoIs, the hard-negative buffer or the feature memory, and
+    the :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss).
 
     Everything a mechanism needs is set up by the constructor, so the heads behave the same
     whether ``from_config`` (yacs) or LazyConfig's ``instantiate`` builds them, and a setting
@@ -111,20 +114,6 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsChecks, StandardROIHeads
         return ret
 
     @classmethod
-    def _memory_args(cls, cfg):
-        buffer = cfg.MODEL.HNM.BUFFER
-        if not buffer.ENABLED or buffer.MODE != "features":
-            return {}
-        memory = HardNegativeFeatureMemory(
-            capacity=buffer.CAPACITY,
-            max_age=buffer.MAX_AGE,
-            score_thresh=buffer.SCORE_THRESH,
-            per_iter=buffer.FEATURES_PER_ITER,
-            warmup_iters=buffer.WARMUP_ITERS,
-        )
-        return {"feature_memory": memory, "hard_negative_max_iou": buffer.MAX_OBJECT_IOU}
-
-    @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
         ret["box_predictor"] = hnm_predictor_replacing(
@@ -187,37 +176,6 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsChecks, StandardROIHeads
         if self.training and self.ohem_enabled:
             instances, self._ohem_kept = self._ohem_kept, None
         return super()._forward_mask(features, instances)
-
-    def _train_on_memory(self, loss_cls, pooled, proposals: List[Instances]) -> torch.Tensor:
-        """``loss_cls`` with up to PER_ITER memory entries of earlier iterations as background.
-
-        The entries go through this iteration's box head and predictor (the memory holds no
-        gradient: only the head and predictor learn from them), and are re-scored.
-
-        Normaliser: the stock loss_cls is a mean over the R sampled RoIs; the result is the mean
-        over those R and the M re-fed entries, ``(R * loss_cls + loss_weight * sum_m l_m) /
-        (R + M)``, each entry's l_m the predictor's own classification loss against background.
-        """
-        memory, iteration = self.feature_memory, get_event_storage().iter
-        memory.expire(iteration)
-        indices = memory.sample(iteration)
-        get_event_storage().put_scalar("hnm/memory_refed", len(indices))
-        if len(indices) == 0:
-            return loss_cls
-        class_logits, _ = self.box_predictor(self.box_head(memory.entries(indices)))
-        background = torch.full_like(indices, self.num_classes).to(class_logits.device)
-        memory_losses = self.box_predictor.classification_losses(class_logits, background)
-        weight = self.box_predictor.loss_weight.get("loss_cls", 1.0)
-        num_rois = sum(len(p) for p in proposals)
-        memory.rescore(indices, self._object_scores(class_logits))
-        return (num_rois * loss_cls + weight * memory_losses.sum()) / (num_rois + len(indices))
-
-    def _remember_hard_features(self, pooled, proposals: List[Instances], predictions):
-        """Add this iteration's hard background RoIs (pooled features) to the memory."""
-        is_clear = cat([self._clear_of_objects(p) for p in proposals])
-        scores = self._object_scores(predictions[0])
-        self.feature_memory.add(pooled[is_clear], scores[is_clear], get_event_storage().iter)
-        get_event_storage().put_scalar("hnm/memory_size", self.feature_memory.num_entries)
 
 
 @contextlib.contextmanager
