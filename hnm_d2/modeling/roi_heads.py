@@ -96,7 +96,8 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, 
         self.feature_memory = feature_memory
         # The batch's images while HNMRCNN runs the heads (ROIHeadsBuffer.visiting).
         self._visit: Optional[ImageVisit] = None
-        # The RoIs OHEM kept in this training step, for the mask head (set by _forward_box).
+        # The RoIs OHEM kept in this training step, from _forward_box to _forward_mask: stock
+        # forward hands both the same proposals, and the mask head must train on the kept ones.
         self._ohem_kept: Optional[List[Instances]] = None
         if ohem_enabled:
             self._check_ohem_supported()
@@ -138,11 +139,12 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, 
         )
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        """Stock box branch, except in training with OHEM or the buffer on.
+        """Stock box branch, except in training with OHEM, the buffer or the memory on.
 
-        With OHEM, :meth:`_forward_box_ohem` trains on the hardest RoIs. With the buffer, the
-        background proposals that were trained on (all sampled ones, or the kept ones under
-        OHEM) and the image's buffered boxes are scored and the hard ones stored.
+        With OHEM, :meth:`_forward_box_ohem` trains on the hardest RoIs; otherwise the stock
+        branch trains. Then the hard negatives among the RoIs that were trained on (all sampled
+        ones, or the kept ones under OHEM) are recorded: by the buffer, with the image's
+        buffered boxes re-scored; by the memory, after its entries joined ``loss_cls``.
         """
         mining = (
             self.ohem_enabled
@@ -155,16 +157,32 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, 
             losses, proposals, pooled, predictions = self._forward_box_ohem(features, proposals)
             self._ohem_kept = proposals
         else:
-            # A copy to the stock branch, which may replace its boxes (TRAIN_ON_PRED_BOXES).
-            with _recording(self.box_head) as head_calls, _recording(self.box_predictor) as calls:
-                losses = super()._forward_box(features, [p[:] for p in proposals])
-            (pooled,), predictions = head_calls[0][0], calls[0][1]
+            losses, pooled, predictions = self._stock_box_branch_recorded(features, proposals)
         if self.hard_negative_buffer is not None:
             self._remember_hard_negatives(features, proposals, predictions)
         if self.feature_memory is not None:
             losses["loss_cls"] = self._train_on_memory(losses["loss_cls"], pooled, proposals)
             self._remember_hard_features(pooled, proposals, predictions)
         return losses
+
+    def _stock_box_branch_recorded(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
+    ):
+        """The stock box branch in training, and what it computed on the way.
+
+        Forward hooks on the box head and predictor, because the stock ``_forward_box`` returns
+        only the losses, and a copy of it would drift from detectron2's.
+
+        Returns:
+            dict: the stock losses.
+            Tensor: the pooled features of ``proposals``, shape (R_total, C, S, S).
+            tuple[Tensor, Tensor]: the box predictor's outputs on them.
+        """
+        # A copy to the stock branch, which may replace its boxes (TRAIN_ON_PRED_BOXES).
+        with _recording(self.box_head) as head_calls, _recording(self.box_predictor) as calls:
+            losses = super()._forward_box(features, [p[:] for p in proposals])
+        (pooled,), predictions = head_calls[0][0], calls[0][1]
+        return losses, pooled, predictions
 
     def _forward_mask(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
         """Stock mask branch; in training under OHEM, on the foreground RoIs OHEM kept.

@@ -191,10 +191,12 @@ class ROIHeadsBuffer(HardNegativePicking):
         return labelled
 
     @torch.no_grad()
-    def _rescore_buffered(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
-        """The object scores of this visit's buffered background boxes, per image, by the
-        model of this iteration (an extra pass over at most PER_IMAGE boxes per image)."""
-        buffered = self._current_visit().buffered
+    def _rescore_buffered(
+        self, features: Dict[str, torch.Tensor], buffered: List[Instances]
+    ) -> List[torch.Tensor]:
+        """The object scores of this visit's buffered background boxes (``buffered``, per
+        image), by the model of this iteration (an extra pass over at most PER_IMAGE boxes per
+        image)."""
         class_logits = self._last_stage_class_logits(features, buffered)
         return self._object_scores(class_logits).split([len(b) for b in buffered])
 
@@ -227,7 +229,7 @@ class ROIHeadsBuffer(HardNegativePicking):
             return
         visit = self._current_visit()
         scores = self._object_scores(predictions[0]).split([len(p) for p in proposals])
-        rescored = self._rescore_buffered(features)
+        rescored = self._rescore_buffered(features, visit.buffered)
         for k, (p, s) in enumerate(zip(proposals, scores)):
             buffered = visit.buffered[k]
             is_new, is_kept = self._clear_of_objects(p), self._clear_of_objects(buffered)
