@@ -15,7 +15,7 @@ Everything is off by default, and off means stock Cascade R-CNN: the overrides h
   on the refined boxes, so a stored score approximates the detection score) and recorded; they
   come back as stage-0 proposals on the image's next visit. A RoI is stored only below stage 0's
   foreground IoU (0.5 by default), the matcher that labels it when it comes back, not below the
-  last stage's stricter one (HNMROIHeads._clear_of_objects).
+  last stage's stricter one (HardNegativePicking._clear_of_objects).
 
 The mask head (Mask R-CNN) trains on stage 0's RoIs as stock, under OHEM on the kept ones.
 """
@@ -28,7 +28,8 @@ from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
 from ..config import HNMConfigError
-from .roi_heads import HNMROIHeads, hnm_predictor_replacing
+from .fast_rcnn import hnm_predictor_replacing
+from .roi_heads import HNMROIHeads
 
 __all__ = ["HNMCascadeROIHeads"]
 

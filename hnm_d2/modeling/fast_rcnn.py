@@ -1,5 +1,6 @@
 """The box predictor of HNMROIHeads: stock FastRCNNOutputLayers plus background down-weighting,
-an optional softmax focal loss, and the per-RoI loss that OHEM ranks by.
+an optional softmax focal loss, and the per-RoI loss that OHEM ranks by; and
+:func:`hnm_predictor_replacing`, with which the heads swap it in for the stock predictor.
 """
 
 from typing import Dict, List, Optional, Tuple
@@ -14,7 +15,7 @@ from ..compat import uses_sigmoid_ce
 from ..config import HNMConfigError, check_arguments, validate_hnm_config
 from .losses import roi_box_regression_losses, roi_classification_losses
 
-__all__ = ["HNMFastRCNNOutputLayers"]
+__all__ = ["HNMFastRCNNOutputLayers", "hnm_predictor_replacing"]
 
 
 class HNMFastRCNNOutputLayers(FastRCNNOutputLayers):
@@ -139,6 +140,24 @@ class HNMFastRCNNOutputLayers(FastRCNNOutputLayers):
         return cls_losses * self.loss_weight.get(
             "loss_cls", 1.0
         ) + box_losses * self.loss_weight.get("loss_box_reg", 1.0)
+
+
+def hnm_predictor_replacing(cfg, stock_predictor, input_shape, **kwargs):
+    """An :class:`HNMFastRCNNOutputLayers` with the weights of ``stock_predictor``.
+
+    The stock predictor has drawn its initial weights already. The replacement is drawn with
+    the random state restored afterwards, then given those weights: a seeded build of an hnm_d2
+    model consumes the random numbers a seeded stock build does, so its initial weights, RoI
+    and anchor sampling and data order after it are stock detectron2's. (Models are built on
+    the CPU before moving to MODEL.DEVICE: the CPU state is the one.)
+
+    Args:
+        kwargs: arguments that override the config's (a cascade stage's box2box_transform).
+    """
+    with torch.random.fork_rng(devices=[]):
+        predictor = HNMFastRCNNOutputLayers(cfg, input_shape, **kwargs)
+    predictor.load_state_dict(stock_predictor.state_dict())
+    return predictor
 
 
 def _gt_classes(proposals: List[Instances], device) -> torch.Tensor:

@@ -1,69 +1,42 @@
-"""HNMROIHeads: StandardROIHeads with OHEM over RoIs and the hard-negative buffer.
+"""HNMROIHeads: StandardROIHeads with OHEM over RoIs, the hard-negative buffer and the feature
+memory. This file overrides detectron2's hooks and composes the mechanisms, each in its file:
+
+- OHEM (MODEL.HNM.ROI_OHEM): :mod:`.roi_heads_ohem`; the box branch trains on the kept RoIs.
+- Hard-negative buffer (MODEL.HNM.BUFFER): :mod:`.roi_heads_buffer`; its boxes join the sampled
+  proposals, and the box branch's hard background RoIs are recorded after it has run.
+- Feature memory (MODEL.HNM.BUFFER.MODE "features"): :mod:`.roi_heads_memory`; its entries join
+  the classification loss, and the box branch's hard background RoIs are added after it has run.
+- What the buffer and the memory share (which RoIs are hard negatives): :mod:`.hard_negatives`.
+- Build-time refusals: :mod:`.roi_heads_checks`.
 
 Everything is off by default, and off means stock: the overrides hand over to ``super()``.
-
-OHEM (MODEL.HNM.ROI_OHEM, Shrivastava et al. 2016): in training every proposal (gt boxes
-appended as usual) is labelled, none is sampled at random; the box head scores all of them
-without gradients, :func:`select_hard_rois` keeps the top-B by loss after NMS over the loss
-ranking, and the stock ``losses()`` runs on the kept RoIs only, so both losses are divided by
-the number of KEPT RoIs (the paper's normaliser).
-
-Hard-negative buffer (MODEL.HNM.BUFFER): background proposals the box head scored as objects
-are stored per image (:class:`HardNegativeBuffer`, original image coordinates) and come back as
-extra background proposals when the image is sampled again. Without OHEM they are guaranteed
-BG_SHARE of the image's background quota; with OHEM they simply join the candidates that OHEM
-ranks (a box still hard is kept by its loss, one no longer hard is not forced in).
 """
 
 import contextlib
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.layers import cat
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
-from detectron2.structures import Boxes, Instances, pairwise_iou
-from detectron2.structures.boxes import matched_pairwise_iou
-from detectron2.utils.events import get_event_storage
-from torch.nn import functional as F
+from detectron2.structures import Instances
 
-from ..compat import uses_sigmoid_ce
-from ..config import HNMConfigError, check_arguments, validate_hnm_config
+from ..config import validate_hnm_config
 from ..key_check import check_hnm_keys_are_used
-from .buffer import HardNegativeBuffer, image_key
-from .fast_rcnn import HNMFastRCNNOutputLayers
+from .buffer import HardNegativeBuffer
+from .fast_rcnn import hnm_predictor_replacing
 from .feature_memory import HardNegativeFeatureMemory
-from .ohem import select_hard_rois
+from .roi_heads_buffer import ImageVisit, ROIHeadsBuffer
+from .roi_heads_checks import ROIHeadsChecks, check_head_arguments
+from .roi_heads_memory import ROIHeadsMemory
+from .roi_heads_ohem import SAMPLE_EVERY_PROPOSAL, ROIHeadsOHEM
 
-__all__ = ["HNMROIHeads", "hnm_predictor_replacing"]
-
-# Stock sampling with this budget and positive fraction 1 hands over every labelled proposal.
-_SAMPLE_EVERY_PROPOSAL = 2**31 - 1
-
-
-class ImageVisit(NamedTuple):
-    """The images of the current training batch, as HNMRCNN passes them to the heads.
-
-    Attributes:
-        file_names (list[str]): the image file of each image: its identity across datasets
-            (separate COCO files all number their images from 1, so an id alone can clash).
-        keys (list[int]): buffer key of each image (:func:`image_key` of its file name).
-        transforms (list[TransformList]): the augmentation applied to each image.
-        buffered (list[Instances] or None): per image, its buffered boxes that are background
-            at this visit (this visit's coordinates), set when the proposals are labelled.
-    """
-
-    file_names: List[str]
-    keys: List[int]
-    transforms: list
-    buffered: Optional[List[Instances]] = None
+__all__ = ["HNMROIHeads"]
 
 
 @ROI_HEADS_REGISTRY.register()
-class HNMROIHeads(StandardROIHeads):
-    """StandardROIHeads with OHEM over RoIs, the hard-negative buffer, and the
-    :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss).
+class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, StandardROIHeads):
+    """StandardROIHeads with OHEM over RoIs, the hard-negative buffer or the feature memory, and
+    the :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss).
 
     Everything a mechanism needs is set up by the constructor, so the heads behave the same
     whether ``from_config`` (yacs) or LazyConfig's ``instantiate`` builds them, and a setting
@@ -101,27 +74,17 @@ class HNMROIHeads(StandardROIHeads):
                 negatives' pooled features (MODEL.HNM.BUFFER.MODE "features"); None = none.
             kwargs: the arguments of :class:`StandardROIHeads`.
         """
-        check_arguments(
+        check_head_arguments(
             type(self).__name__,
-            {
-                "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": (
-                    "ohem_batch_size_per_image",
-                    ohem_batch_size_per_image,
-                ),
-                "MODEL.HNM.ROI_OHEM.NMS_THRESH": ("ohem_nms_thresh", ohem_nms_thresh),
-                "MODEL.HNM.ROI_OHEM.MIN_POSITIVE_FRACTION": (
-                    "ohem_min_positive_fraction",
-                    ohem_min_positive_fraction,
-                ),
-                "MODEL.HNM.BUFFER.BG_SHARE": ("buffer_bg_share", buffer_bg_share),
-                "MODEL.HNM.BUFFER.MAX_OBJECT_IOU": ("hard_negative_max_iou", hard_negative_max_iou),
-            },
+            ohem_batch_size_per_image=ohem_batch_size_per_image,
+            ohem_nms_thresh=ohem_nms_thresh,
+            ohem_min_positive_fraction=ohem_min_positive_fraction,
+            buffer_bg_share=buffer_bg_share,
+            hard_negative_max_iou=hard_negative_max_iou,
         )
         if ohem_enabled:
             ohem_batch_size_per_image = ohem_batch_size_per_image or kwargs["batch_size_per_image"]
-            # OHEM samples by loss, so the stock sampler must label and hand over every
-            # proposal: an unbounded budget that positives may fill entirely.
-            kwargs.update(batch_size_per_image=_SAMPLE_EVERY_PROPOSAL, positive_fraction=1.0)
+            kwargs.update(SAMPLE_EVERY_PROPOSAL)
         super().__init__(**kwargs)
         self.ohem_enabled = ohem_enabled
         self.ohem_batch_size_per_image = ohem_batch_size_per_image
@@ -131,8 +94,10 @@ class HNMROIHeads(StandardROIHeads):
         self.buffer_bg_share = buffer_bg_share
         self.hard_negative_max_iou = hard_negative_max_iou
         self.feature_memory = feature_memory
+        # The batch's images while HNMRCNN runs the heads (ROIHeadsBuffer.visiting).
         self._visit: Optional[ImageVisit] = None
-        # The RoIs OHEM kept in this training step, for the mask head (set by _forward_box).
+        # The RoIs OHEM kept in this training step, from _forward_box to _forward_mask: stock
+        # forward hands both the same proposals, and the mask head must train on the kept ones.
         self._ohem_kept: Optional[List[Instances]] = None
         if ohem_enabled:
             self._check_ohem_supported()
@@ -146,47 +111,8 @@ class HNMROIHeads(StandardROIHeads):
         ret = super().from_config(cfg, input_shape)
         ret.update(cls._ohem_args(cfg))
         ret.update(cls._buffer_args(cfg))
+        ret.update(cls._memory_args(cfg))
         return ret
-
-    @classmethod
-    def _ohem_args(cls, cfg):
-        ohem = cfg.MODEL.HNM.ROI_OHEM
-        if not ohem.ENABLED:
-            return {}
-        return {
-            "ohem_enabled": True,
-            "ohem_batch_size_per_image": ohem.BATCH_SIZE_PER_IMAGE or None,
-            "ohem_nms_thresh": ohem.NMS_THRESH,
-            "ohem_min_positive_fraction": ohem.MIN_POSITIVE_FRACTION,
-        }
-
-    @classmethod
-    def _buffer_args(cls, cfg):
-        buffer = cfg.MODEL.HNM.BUFFER
-        if not buffer.ENABLED:
-            return {}
-        max_iou = {"hard_negative_max_iou": buffer.MAX_OBJECT_IOU}
-        if buffer.MODE == "features":
-            memory = HardNegativeFeatureMemory(
-                capacity=buffer.CAPACITY,
-                max_age=buffer.MAX_AGE,
-                score_thresh=buffer.SCORE_THRESH,
-                per_iter=buffer.FEATURES_PER_ITER,
-                warmup_iters=buffer.WARMUP_ITERS,
-            )
-            return {"feature_memory": memory, **max_iou}
-        return {
-            **max_iou,
-            "hard_negative_buffer": HardNegativeBuffer(
-                capacity=buffer.CAPACITY,
-                per_image=buffer.PER_IMAGE,
-                max_age=buffer.MAX_AGE,
-                dedup_iou=buffer.DEDUP_IOU,
-                score_thresh=buffer.SCORE_THRESH,
-                warmup_iters=buffer.WARMUP_ITERS,
-            ),
-            "buffer_bg_share": buffer.BG_SHARE,
-        }
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
@@ -200,161 +126,25 @@ class HNMROIHeads(StandardROIHeads):
         """The box predictor of each stage (one here; a cascade has several)."""
         return [self.box_predictor]
 
-    def _check_ohem_supported(self):
-        """Refuse, at build time, what ROI OHEM does not train correctly."""
-        predictors = self._box_predictors()
-        for stage, predictor in enumerate(predictors):
-            argument = "box_predictor" if len(predictors) == 1 else f"box_predictors[{stage}]"
-            _check_ohem_predictor(predictor, argument)
-        _refuse_ohem_with(self._settings_ohem_cannot_train())
-
-    def _settings_ohem_cannot_train(self) -> Dict[str, tuple]:
-        """setting -> (is it set, how to turn it off), for the heads' own settings."""
-        return {
-            "MODEL.KEYPOINT_ON (a keypoint head)": (
-                self.keypoint_on,
-                "set MODEL.KEYPOINT_ON False",
-            ),
-            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": (self.train_on_pred_boxes, "set it False"),
-        }
-
-    def _check_memory_supported(self):
-        """Refuse, at build time, a predictor whose loss the memory cannot add to."""
-        predictor = self.box_predictor
-        if not isinstance(predictor, HNMFastRCNNOutputLayers) or uses_sigmoid_ce(predictor):
-            raise HNMConfigError(
-                "MODEL.HNM.BUFFER.MODE 'features' (feature_memory) adds re-fed entries to the "
-                "softmax classification loss of HNMFastRCNNOutputLayers; got "
-                f"{type(predictor).__name__} (use_sigmoid_ce={uses_sigmoid_ce(predictor)}). Use "
-                "MODE 'boxes', or that predictor with MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE False."
-            )
-
-    @contextlib.contextmanager
-    def visiting(self, batched_inputs: List[Dict]):
-        """Tell the heads which images the training batch inside this context holds.
-
-        Args:
-            batched_inputs (list[dict]): the model's training inputs; with the buffer on each
-                needs "file_name" (the image's identity) and "transforms" (the TransformList
-                the mapper applied; :class:`hnm_d2.data.NegativeAwareDatasetMapper` keeps it).
-        """
-        if self.hard_negative_buffer is not None:
-            file_names = [_required_input(x, "file_name", k) for k, x in enumerate(batched_inputs)]
-            transforms = [_required_input(x, "transforms", k) for k, x in enumerate(batched_inputs)]
-            self._visit = ImageVisit(file_names, [image_key(f) for f in file_names], transforms)
-        try:
-            yield
-        finally:
-            self._visit = None
-
-    def _current_visit(self) -> ImageVisit:
-        if self._visit is None:
-            raise RuntimeError(
-                "MODEL.HNM.BUFFER.ENABLED needs to know which images the training batch holds: "
-                "use MODEL.META_ARCHITECTURE 'HNMRCNN' (LazyConfig: model._target_ = HNMRCNN), "
-                "or run the forward pass inside roi_heads.visiting(batched_inputs)."
-            )
-        return self._visit
-
     @torch.no_grad()
     def label_and_sample_proposals(
         self, proposals: List[Instances], targets: List[Instances]
     ) -> List[Instances]:
-        """Stock labelling and sampling, plus each image's buffered hard negatives.
-
-        Args:
-            proposals (list[Instances]): per image, fields proposal_boxes, objectness_logits.
-            targets (list[Instances]): per image, gt_boxes and gt_classes (maybe empty).
-
-        Returns:
-            list[Instances]: the training proposals (see the stock method). Without OHEM the
-            buffered boxes get their BG_SHARE of the sampled background; with OHEM they join
-            the candidates (hnm/buffer_injected counts them either way).
-        """
+        """Stock labelling and sampling; with the buffer on, plus each image's buffered hard
+        negatives (:meth:`_label_and_sample_with_buffer`)."""
         if self.hard_negative_buffer is None:
             return super().label_and_sample_proposals(proposals, targets)
-        visit = self._current_visit()
-        self.hard_negative_buffer.expire(get_event_storage().iter)
-        buffered = [
-            self._buffered_proposals(key, tfm, p)
-            for key, tfm, p in zip(visit.keys, visit.transforms, proposals)
-        ]
-        # Re-scored after the box head has run, whether trained on or not (see
-        # _remember_hard_negatives); a box that now overlaps an object leaves the buffer.
-        background = [self._label_background(b, t) for b, t in zip(buffered, targets)]
-        self._visit = visit._replace(buffered=background)
-        if self.ohem_enabled:
-            proposals = [Instances.cat([p, b]) for p, b in zip(proposals, buffered)]
-            sampled = super().label_and_sample_proposals(proposals, targets)
-            num_injected = [len(b) for b in buffered]
-        else:
-            sampled = super().label_and_sample_proposals(proposals, targets)
-            sampled, num_injected = zip(*[self._inject(s, b) for s, b in zip(sampled, background)])
-        get_event_storage().put_scalar("hnm/buffer_injected", float(np.mean(num_injected)))
-        return list(sampled)
-
-    def _buffered_proposals(self, key, transforms, proposals: Instances) -> Instances:
-        """The buffered boxes of one image as proposals in this visit's coordinates.
-
-        Returns:
-            Instances: fields proposal_boxes and objectness_logits (the logit of the buffered
-            score: these boxes come from the box head, not the RPN), best score first.
-        """
-        boxes, scores = self.hard_negative_buffer.boxes_of(key)
-        device = proposals.proposal_boxes.device
-        boxes = Boxes(_to_visit(boxes, transforms).to(device))
-        boxes.clip(proposals.image_size)
-        keep = boxes.nonempty()
-        return Instances(
-            proposals.image_size,
-            proposal_boxes=boxes[keep],
-            objectness_logits=torch.logit(scores, eps=1e-6).to(device)[keep],
+        return self._label_and_sample_with_buffer(
+            proposals, targets, super().label_and_sample_proposals
         )
 
-    def _inject(self, sampled: Instances, buffered: Instances):
-        """Give one image's buffered background boxes their BG_SHARE of the background quota.
-
-        min(#buffered, floor(BG_SHARE * (B - #fg))) buffered boxes, best first, take the
-        free slots of a short batch, then replace the last sampled background proposals
-        (the stock sampler puts foreground first and background in random order after).
-
-        Returns:
-            (Instances, int): the training proposals of the image, the boxes injected.
-        """
-        if len(buffered) == 0:
-            return sampled, 0
-        num_fg = int((sampled.gt_classes != self.num_classes).sum())
-        quota = int(self.buffer_bg_share * (self.batch_size_per_image - num_fg))
-        num_injected = min(len(buffered), quota)
-        num_free = self.batch_size_per_image - len(sampled)
-        num_replaced = max(0, num_injected - num_free)
-        kept = sampled[: len(sampled) - num_replaced]
-        return Instances.cat([kept, buffered[:num_injected]]), num_injected
-
-    def _label_background(self, buffered: Instances, targets: Instances) -> Instances:
-        """Match buffered boxes to the gt boxes as proposals are matched; keep the background.
-
-        A box the matcher no longer calls background (label 0) is no hard negative at this
-        visit, so it is left out. The gt_* fields are filled as the stock labelling fills
-        them, so the result concatenates with the sampled proposals.
-        """
-        match_quality = pairwise_iou(targets.gt_boxes, buffered.proposal_boxes)
-        matched_idxs, matched_labels = self.proposal_matcher(match_quality)
-        is_background = matched_labels == 0
-        labelled = buffered[is_background]
-        labelled.gt_classes = torch.full_like(matched_idxs[is_background], self.num_classes)
-        if len(targets) > 0:
-            for name, value in targets.get_fields().items():
-                if name.startswith("gt_") and not labelled.has(name):
-                    labelled.set(name, value[matched_idxs[is_background]])
-        return labelled
-
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        """Stock box branch, except in training with OHEM or the buffer on.
+        """Stock box branch, except in training with OHEM, the buffer or the memory on.
 
-        With OHEM, :meth:`_forward_box_ohem` trains on the hardest RoIs. With the buffer, the
-        background proposals that were trained on (all sampled ones, or the kept ones under
-        OHEM) and the image's buffered boxes are scored and the hard ones stored.
+        With OHEM, :meth:`_forward_box_ohem` trains on the hardest RoIs; otherwise the stock
+        branch trains. Then the hard negatives among the RoIs that were trained on (all sampled
+        ones, or the kept ones under OHEM) are recorded: by the buffer, with the image's
+        buffered boxes re-scored; by the memory, after its entries joined ``loss_cls``.
         """
         mining = (
             self.ohem_enabled
@@ -367,16 +157,32 @@ class HNMROIHeads(StandardROIHeads):
             losses, proposals, pooled, predictions = self._forward_box_ohem(features, proposals)
             self._ohem_kept = proposals
         else:
-            # A copy to the stock branch, which may replace its boxes (TRAIN_ON_PRED_BOXES).
-            with _recording(self.box_head) as head_calls, _recording(self.box_predictor) as calls:
-                losses = super()._forward_box(features, [p[:] for p in proposals])
-            (pooled,), predictions = head_calls[0][0], calls[0][1]
+            losses, pooled, predictions = self._stock_box_branch_recorded(features, proposals)
         if self.hard_negative_buffer is not None:
             self._remember_hard_negatives(features, proposals, predictions)
         if self.feature_memory is not None:
             losses["loss_cls"] = self._train_on_memory(losses["loss_cls"], pooled, proposals)
             self._remember_hard_features(pooled, proposals, predictions)
         return losses
+
+    def _stock_box_branch_recorded(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
+    ):
+        """The stock box branch in training, and what it computed on the way.
+
+        Forward hooks on the box head and predictor, because the stock ``_forward_box`` returns
+        only the losses, and a copy of it would drift from detectron2's.
+
+        Returns:
+            dict: the stock losses.
+            Tensor: the pooled features of ``proposals``, shape (R_total, C, S, S).
+            tuple[Tensor, Tensor]: the box predictor's outputs on them.
+        """
+        # A copy to the stock branch, which may replace its boxes (TRAIN_ON_PRED_BOXES).
+        with _recording(self.box_head) as head_calls, _recording(self.box_predictor) as calls:
+            losses = super()._forward_box(features, [p[:] for p in proposals])
+        (pooled,), predictions = head_calls[0][0], calls[0][1]
+        return losses, pooled, predictions
 
     def _forward_mask(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
         """Stock mask branch; in training under OHEM, on the foreground RoIs OHEM kept.
@@ -389,278 +195,6 @@ class HNMROIHeads(StandardROIHeads):
             instances, self._ohem_kept = self._ohem_kept, None
         return super()._forward_mask(features, instances)
 
-    def _forward_box_ohem(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
-        """OHEM box branch: rank every proposal by loss without gradients, train on the top-B.
-
-        The kept RoIs are pooled a second time, with gradients, rather than indexed out of a
-        pooling of all candidates with gradients: ROIAlign's backward costs in proportion to
-        the RoIs pooled, gradient or not, so back-propagating through all candidates' pooled
-        features made an OHEM iteration 1.34x stock, against 1.09x this way (CPU, ResNet-18
-        FPN, 4 x 256 px, 500 candidates and 128 kept RoIs per image; benchmarks/bench_heads.py).
-        It also never holds the candidates' pooled features for the backward pass. (A box
-        head with BatchNorm, MODEL.ROI_BOX_HEAD.NORM, updates its running statistics in both
-        passes.)
-
-        Returns:
-            dict: loss_cls, loss_box_reg from the predictor's stock ``losses()`` on the kept
-                RoIs (each divided by the number of kept RoIs).
-            list[Instances]: the kept proposals of each image.
-            Tensor: their pooled features, shape (K_total, C, S, S).
-            tuple[Tensor, Tensor]: the predictor's outputs on the kept RoIs.
-        """
-        box_features = [features[f] for f in self.box_in_features]
-
-        def pool(rois: List[Instances]) -> torch.Tensor:
-            return self.box_pooler(box_features, [p.proposal_boxes for p in rois])
-
-        def predict(rois: List[Instances]):
-            return self.box_predictor(self.box_head(pool(rois)))
-
-        kept, _ = self._ohem_keep(proposals, predict, self.box_predictor)
-        pooled = pool(kept)
-        predictions = self.box_predictor(self.box_head(pooled))
-        return self.box_predictor.losses(predictions, kept), kept, pooled, predictions
-
-    def _ohem_keep(self, proposals: List[Instances], predict, predictor):
-        """OHEM's choice: every candidate scored by ``predict`` without gradients, then per
-        image the hardest B by ``predictor.per_roi_losses`` (after NMS over that ranking).
-
-        Returns:
-            list[Instances]: the kept proposals of each image.
-            tuple[Tensor, Tensor]: the no-gradient predictions on every candidate.
-        """
-        with torch.no_grad():
-            ranking = predict(proposals)
-            per_roi_losses = predictor.per_roi_losses(ranking, proposals)
-        keep = self._select_hard_rois(proposals, per_roi_losses)
-        return [p[k] for p, k in zip(proposals, keep)], ranking
-
-    def _select_hard_rois(self, proposals: List[Instances], per_roi_losses: torch.Tensor):
-        """Per image, the indices of the RoIs OHEM keeps (and the hnm/ohem_* telemetry).
-
-        Args:
-            proposals (list[Instances]): the labelled candidates of each image.
-            per_roi_losses (Tensor): shape (R_total,), their losses, images concatenated.
-
-        Returns:
-            list[Tensor]: int64 indices into each image's proposals.
-        """
-        keep = []
-        for p, losses in zip(proposals, per_roi_losses.split([len(p) for p in proposals])):
-            is_fg = p.gt_classes != self.num_classes
-            keep.append(
-                select_hard_rois(
-                    losses,
-                    p.proposal_boxes.tensor,
-                    is_fg,
-                    self.ohem_batch_size_per_image,
-                    self.ohem_nms_thresh,
-                    self.ohem_min_positive_fraction,
-                )
-            )
-        self._log_ohem(proposals, per_roi_losses, keep)
-        return keep
-
-    def _log_ohem(self, proposals, per_roi_losses, keep):
-        """hnm/ohem_* scalars: kept RoIs per image by label, mean loss of kept and dropped."""
-        is_kept = cat(
-            [
-                torch.zeros(len(p), dtype=torch.bool, device=k.device).index_fill(0, k, True)
-                for p, k in zip(proposals, keep)
-            ]
-        )
-        is_fg = cat([p.gt_classes != self.num_classes for p in proposals])
-        storage = get_event_storage()
-        storage.put_scalar("hnm/ohem_kept_pos", int((is_kept & is_fg).sum()) / len(proposals))
-        storage.put_scalar("hnm/ohem_kept_neg", int((is_kept & ~is_fg).sum()) / len(proposals))
-        if is_kept.any():
-            storage.put_scalar("hnm/ohem_kept_loss_mean", per_roi_losses[is_kept].mean().item())
-        if not is_kept.all():
-            storage.put_scalar("hnm/ohem_dropped_loss_mean", per_roi_losses[~is_kept].mean().item())
-
-    def _object_scores(self, class_logits: torch.Tensor) -> torch.Tensor:
-        """Each RoI's highest object-class probability: the score inference thresholds with
-        SCORE_THRESH_TEST (softmax, or sigmoid, as the predictor's predict_probs has it).
-
-        Args:
-            class_logits (Tensor): (R, K + 1), the predictor's class scores.
-
-        Returns:
-            Tensor: (R,), detached.
-        """
-        if uses_sigmoid_ce(self._box_predictors()[-1]):
-            probs = class_logits.sigmoid()
-        else:
-            probs = F.softmax(class_logits, dim=-1)
-        return probs[:, :-1].max(dim=1).values.detach()
-
-    @torch.no_grad()
-    def _rescore_buffered(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
-        """The object scores of this visit's buffered background boxes, per image, by the
-        model of this iteration (an extra pass over at most PER_IMAGE boxes per image)."""
-        buffered = self._current_visit().buffered
-        class_logits = self._last_stage_class_logits(features, buffered)
-        return self._object_scores(class_logits).split([len(b) for b in buffered])
-
-    def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], rois: List[Instances]):
-        """The class logits (R, K + 1) of the box predictor (a cascade's last) on the
-        proposal_boxes of ``rois``."""
-        boxes = [r.proposal_boxes for r in rois]
-        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
-        class_logits, _ = self.box_predictor(self.box_head(pooled))
-        return class_logits
-
-    def _remember_hard_negatives(self, features, proposals: List[Instances], predictions):
-        """Replace each image's buffered boxes by the hard negatives of this visit.
-
-        A visit's candidates are the background proposals the box head scored this iteration
-        and the image's buffered boxes, re-scored, those clear of objects
-        (:meth:`_clear_of_objects`): the hard ones (score >= SCORE_THRESH) become
-        the image's entries, so a buffered box the model now gets right leaves. Nothing is
-        recorded during the first WARMUP_ITERS iterations, while the untrained model scores
-        every box alike.
-
-        Args:
-            features (dict[str, Tensor]): the feature maps of the batch.
-            proposals (list[Instances]): the scored proposals of each image (proposal_boxes,
-                gt_classes), this visit's coordinates.
-            predictions (tuple[Tensor, Tensor]): the box predictor's outputs on them.
-        """
-        buffer, iteration = self.hard_negative_buffer, get_event_storage().iter
-        if iteration < buffer.warmup_iters:
-            return
-        visit = self._current_visit()
-        scores = self._object_scores(predictions[0]).split([len(p) for p in proposals])
-        rescored = self._rescore_buffered(features)
-        for k, (p, s) in enumerate(zip(proposals, scores)):
-            buffered = visit.buffered[k]
-            is_new, is_kept = self._clear_of_objects(p), self._clear_of_objects(buffered)
-            boxes = cat([p.proposal_boxes.tensor[is_new], buffered.proposal_boxes.tensor[is_kept]])
-            original = _to_original(boxes.detach().cpu(), visit.transforms[k], visit.file_names[k])
-            scored = cat([s[is_new], rescored[k][is_kept]])
-            buffer.record_visit(visit.keys[k], original, scored, iteration)
-        storage = get_event_storage()
-        storage.put_scalar("hnm/buffer_size", buffer.num_entries)
-        storage.put_scalar("hnm/buffer_mean_score", buffer.mean_score())
-
-    def _clear_of_objects(self, rois: Instances) -> torch.Tensor:
-        """Which labelled RoIs may be stored as hard negatives: background, overlapping no
-        object by ``hard_negative_max_iou`` or more, nor by the proposal matcher's foreground
-        IoU. (A background RoI's gt_boxes is the object it overlaps most; an image without
-        objects has none.)
-
-        The matcher's bound matters in a cascade: its later stages label background below a
-        stricter IoU (0.7), but a stored box comes back as a proposal, which this matcher (0.5)
-        would call foreground.
-
-        Returns:
-            Tensor: bool, shape (len(rois),).
-        """
-        is_background = rois.gt_classes == self.num_classes
-        if not rois.has("gt_boxes") or len(rois) == 0:
-            return is_background
-        overlap = matched_pairwise_iou(rois.gt_boxes, rois.proposal_boxes)
-        # Matcher.thresholds is [-inf, foreground IoU, inf] for the heads' two labels.
-        limit = min(self.hard_negative_max_iou, self.proposal_matcher.thresholds[1])
-        return is_background & (overlap < limit)
-
-    def _train_on_memory(self, loss_cls, pooled, proposals: List[Instances]) -> torch.Tensor:
-        """``loss_cls`` with up to PER_ITER memory entries of earlier iterations as background.
-
-        The entries go through this iteration's box head and predictor (the memory holds no
-        gradient: only the head and predictor learn from them), and are re-scored.
-
-        Normaliser: the stock loss_cls is a mean over the R sampled RoIs; the result is the mean
-        over those R and the M re-fed entries, ``(R * loss_cls + loss_weight * sum_m l_m) /
-        (R + M)``, each entry's l_m the predictor's own classification loss against background.
-        """
-        memory, iteration = self.feature_memory, get_event_storage().iter
-        memory.expire(iteration)
-        indices = memory.sample(iteration)
-        get_event_storage().put_scalar("hnm/memory_refed", len(indices))
-        if len(indices) == 0:
-            return loss_cls
-        class_logits, _ = self.box_predictor(self.box_head(memory.entries(indices)))
-        background = torch.full_like(indices, self.num_classes).to(class_logits.device)
-        memory_losses = self.box_predictor.classification_losses(class_logits, background)
-        weight = self.box_predictor.loss_weight.get("loss_cls", 1.0)
-        num_rois = sum(len(p) for p in proposals)
-        memory.rescore(indices, self._object_scores(class_logits))
-        return (num_rois * loss_cls + weight * memory_losses.sum()) / (num_rois + len(indices))
-
-    def _remember_hard_features(self, pooled, proposals: List[Instances], predictions):
-        """Add this iteration's hard background RoIs (pooled features) to the memory."""
-        is_clear = cat([self._clear_of_objects(p) for p in proposals])
-        scores = self._object_scores(predictions[0])
-        self.feature_memory.add(pooled[is_clear], scores[is_clear], get_event_storage().iter)
-        get_event_storage().put_scalar("hnm/memory_size", self.feature_memory.num_entries)
-
-
-def hnm_predictor_replacing(cfg, stock_predictor, input_shape, **kwargs):
-    """An :class:`HNMFastRCNNOutputLayers` with the weights of ``stock_predictor``.
-
-    The stock predictor has drawn its initial weights already. The replacement is drawn with
-    the random state restored afterwards, then given those weights: a seeded build of an hnm_d2
-    model consumes the random numbers a seeded stock build does, so its initial weights, RoI
-    and anchor sampling and data order after it are stock detectron2's. (Models are built on
-    the CPU before moving to MODEL.DEVICE: the CPU state is the one.)
-
-    Args:
-        kwargs: arguments that override the config's (a cascade stage's box2box_transform).
-    """
-    with torch.random.fork_rng(devices=[]):
-        predictor = HNMFastRCNNOutputLayers(cfg, input_shape, **kwargs)
-    predictor.load_state_dict(stock_predictor.state_dict())
-    return predictor
-
-
-def _check_ohem_predictor(predictor, argument: str) -> None:
-    """Refuse a box predictor whose losses OHEM cannot rank by; ``argument`` names it."""
-    if not isinstance(predictor, HNMFastRCNNOutputLayers):
-        raise HNMConfigError(
-            f"MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) needs {argument} to be an "
-            "HNMFastRCNNOutputLayers, which ranks RoIs by loss; got "
-            f"{type(predictor).__name__}. Build the heads from a config (MODEL.ROI_HEADS.NAME "
-            "'HNMROIHeads' or 'HNMCascadeROIHeads' swaps it in), or pass "
-            f"{argument}=HNMFastRCNNOutputLayers(...) (LazyConfig: "
-            "L(HNMFastRCNNOutputLayers)(...))."
-        )
-    _refuse_ohem_with(
-        {
-            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": (uses_sigmoid_ce(predictor), "set it False"),
-            f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = {predictor.box_reg_loss_type!r}": (
-                predictor.box_reg_loss_type != "smooth_l1",
-                "use 'smooth_l1'",
-            ),
-        }
-    )
-
-
-def _refuse_ohem_with(unsupported: Dict[str, tuple]) -> None:
-    """Raise naming the first setting that is on; ``unsupported``: setting -> (is on, fix)."""
-    for setting, (is_set, fix) in unsupported.items():
-        if is_set:
-            raise HNMConfigError(
-                f"MODEL.HNM.ROI_OHEM.ENABLED (ohem_enabled=True) is not supported with "
-                f"{setting}: OHEM ranks and trains the softmax box branch of Faster R-CNN "
-                f"by its cross-entropy and smooth-L1 losses. Either {fix}, or turn "
-                "MODEL.HNM.ROI_OHEM.ENABLED off."
-            )
-
-
-def _required_input(batched_input: Dict, field: str, index: int):
-    """A field the hard-negative buffer needs from a training input, or a clear error."""
-    if field not in batched_input:
-        raise ValueError(
-            f"Training input {index} (file {batched_input.get('file_name', '?')}, image id "
-            f"{batched_input.get('image_id', '?')}) has no {field!r}: MODEL.HNM.BUFFER.ENABLED "
-            "keys boxes by the image file and stores them in original image coordinates. Map "
-            "the data with hnm_d2.data.NegativeAwareDatasetMapper (hnm_d2.data."
-            "build_hnm_train_loader does), or keep 'file_name' and put the TransformList your "
-            "mapper applied under 'transforms'; or turn MODEL.HNM.BUFFER.ENABLED off."
-        )
-    return batched_input[field]
-
 
 @contextlib.contextmanager
 def _recording(module: torch.nn.Module):
@@ -671,26 +205,3 @@ def _recording(module: torch.nn.Module):
         yield calls
     finally:
         handle.remove()
-
-
-def _to_original(boxes: torch.Tensor, transforms, file_name) -> torch.Tensor:
-    """Map XYXY boxes (n, 4) of an augmented image back to the original image."""
-    if len(boxes) == 0:
-        return boxes
-    try:
-        inverse = transforms.inverse()
-    except (AssertionError, NotImplementedError) as e:
-        raise ValueError(
-            f"Image {file_name}: the hard-negative buffer stores boxes in original image "
-            f"coordinates, but the training transforms {transforms} cannot be inverted ({e}). "
-            "Use invertible augmentations (e.g. a CropTransform with orig_w/orig_h) or turn "
-            "MODEL.HNM.BUFFER.ENABLED off."
-        ) from e
-    return torch.as_tensor(inverse.apply_box(boxes.numpy()), dtype=torch.float32)
-
-
-def _to_visit(boxes: torch.Tensor, transforms) -> torch.Tensor:
-    """Map XYXY boxes (n, 4) of the original image into an augmented visit of it."""
-    if len(boxes) == 0:
-        return boxes
-    return torch.as_tensor(transforms.apply_box(boxes.numpy()), dtype=torch.float32)

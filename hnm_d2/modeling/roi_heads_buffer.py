@@ -1,0 +1,279 @@
+"""The hard-negative buffer in the heads (MODEL.HNM.BUFFER): which images the batch holds, the
+buffered boxes injected as background proposals, and the hard negatives recorded after the box
+branch has run.
+
+Background proposals the box head scored as objects (:mod:`.hard_negatives`) are stored per
+image file (:class:`HardNegativeBuffer`, original image coordinates) and come back as extra
+background proposals when the image is sampled again. Without OHEM they are guaranteed BG_SHARE
+of the image's background quota; with OHEM they simply join the candidates that OHEM ranks (a
+box still hard is kept by its loss, one no longer hard is not forced in).
+"""
+
+import contextlib
+from typing import Callable, Dict, List, NamedTuple, Optional
+
+import numpy as np
+import torch
+from detectron2.layers import cat
+from detectron2.structures import Boxes, Instances, pairwise_iou
+from detectron2.utils.events import get_event_storage
+
+from .buffer import HardNegativeBuffer, image_key
+from .hard_negatives import HardNegativePicking
+
+__all__ = ["ImageVisit", "ROIHeadsBuffer"]
+
+
+class ImageVisit(NamedTuple):
+    """The images of the current training batch, as HNMRCNN passes them to the heads.
+
+    Attributes:
+        file_names (list[str]): the image file of each image: its identity across datasets
+            (separate COCO files all number their images from 1, so an id alone can clash).
+        keys (list[int]): buffer key of each image (:func:`image_key` of its file name).
+        transforms (list[TransformList]): the augmentation applied to each image.
+        buffered (list[Instances] or None): per image, its buffered boxes that are background
+            at this visit (this visit's coordinates), set when the proposals are labelled.
+    """
+
+    file_names: List[str]
+    keys: List[int]
+    transforms: list
+    buffered: Optional[List[Instances]] = None
+
+
+class ROIHeadsBuffer(HardNegativePicking):
+    """Mixin of the hnm_d2 ROI heads: the box buffer's side of a training step. The heads set
+    ``hard_negative_buffer``, ``buffer_bg_share`` and ``hard_negative_max_iou``, and start with
+    ``_visit = None``.
+
+    ``_visit`` carries the batch from :meth:`visiting` (HNMRCNN, which has the inputs) to the
+    heads, and this visit's buffered background boxes from :meth:`_label_and_sample_with_buffer`
+    to :meth:`_remember_hard_negatives`: stock ``forward`` calls the one, then ``_forward_box``,
+    and hands over neither the inputs nor anything but the proposals in between.
+    """
+
+    @classmethod
+    def _buffer_args(cls, cfg):
+        buffer = cfg.MODEL.HNM.BUFFER
+        if not buffer.ENABLED or buffer.MODE != "boxes":
+            return {}
+        return {
+            "hard_negative_max_iou": buffer.MAX_OBJECT_IOU,
+            "hard_negative_buffer": HardNegativeBuffer(
+                capacity=buffer.CAPACITY,
+                per_image=buffer.PER_IMAGE,
+                max_age=buffer.MAX_AGE,
+                dedup_iou=buffer.DEDUP_IOU,
+                score_thresh=buffer.SCORE_THRESH,
+                warmup_iters=buffer.WARMUP_ITERS,
+            ),
+            "buffer_bg_share": buffer.BG_SHARE,
+        }
+
+    @contextlib.contextmanager
+    def visiting(self, batched_inputs: List[Dict]):
+        """Tell the heads which images the training batch inside this context holds.
+
+        Args:
+            batched_inputs (list[dict]): the model's training inputs; with the buffer on each
+                needs "file_name" (the image's identity) and "transforms" (the TransformList
+                the mapper applied; :class:`hnm_d2.data.NegativeAwareDatasetMapper` keeps it).
+        """
+        if self.hard_negative_buffer is not None:
+            file_names = [_required_input(x, "file_name", k) for k, x in enumerate(batched_inputs)]
+            transforms = [_required_input(x, "transforms", k) for k, x in enumerate(batched_inputs)]
+            self._visit = ImageVisit(file_names, [image_key(f) for f in file_names], transforms)
+        try:
+            yield
+        finally:
+            self._visit = None
+
+    def _current_visit(self) -> ImageVisit:
+        if self._visit is None:
+            raise RuntimeError(
+                "MODEL.HNM.BUFFER.ENABLED needs to know which images the training batch holds: "
+                "use MODEL.META_ARCHITECTURE 'HNMRCNN' (LazyConfig: model._target_ = HNMRCNN), "
+                "or run the forward pass inside roi_heads.visiting(batched_inputs)."
+            )
+        return self._visit
+
+    def _label_and_sample_with_buffer(
+        self, proposals: List[Instances], targets: List[Instances], label_and_sample: Callable
+    ) -> List[Instances]:
+        """Stock labelling and sampling (``label_and_sample``), plus each image's buffered hard
+        negatives.
+
+        Args:
+            proposals (list[Instances]): per image, fields proposal_boxes, objectness_logits.
+            targets (list[Instances]): per image, gt_boxes and gt_classes (maybe empty).
+            label_and_sample: the stock ``label_and_sample_proposals``.
+
+        Returns:
+            list[Instances]: the training proposals (see the stock method). Without OHEM the
+            buffered boxes get their BG_SHARE of the sampled background; with OHEM they join
+            the candidates (hnm/buffer_injected counts them either way).
+        """
+        visit = self._current_visit()
+        self.hard_negative_buffer.expire(get_event_storage().iter)
+        buffered = [
+            self._buffered_proposals(key, tfm, p)
+            for key, tfm, p in zip(visit.keys, visit.transforms, proposals)
+        ]
+        # Re-scored after the box head has run, whether trained on or not (see
+        # _remember_hard_negatives); a box that now overlaps an object leaves the buffer.
+        background = [self._label_background(b, t) for b, t in zip(buffered, targets)]
+        self._visit = visit._replace(buffered=background)
+        if self.ohem_enabled:
+            proposals = [Instances.cat([p, b]) for p, b in zip(proposals, buffered)]
+            sampled = label_and_sample(proposals, targets)
+            num_injected = [len(b) for b in buffered]
+        else:
+            sampled = label_and_sample(proposals, targets)
+            sampled, num_injected = zip(*[self._inject(s, b) for s, b in zip(sampled, background)])
+        get_event_storage().put_scalar("hnm/buffer_injected", float(np.mean(num_injected)))
+        return list(sampled)
+
+    def _buffered_proposals(self, key, transforms, proposals: Instances) -> Instances:
+        """The buffered boxes of one image as proposals in this visit's coordinates.
+
+        Returns:
+            Instances: fields proposal_boxes and objectness_logits (the logit of the buffered
+            score: these boxes come from the box head, not the RPN), best score first.
+        """
+        boxes, scores = self.hard_negative_buffer.boxes_of(key)
+        device = proposals.proposal_boxes.device
+        boxes = Boxes(_to_visit(boxes, transforms).to(device))
+        boxes.clip(proposals.image_size)
+        keep = boxes.nonempty()
+        return Instances(
+            proposals.image_size,
+            proposal_boxes=boxes[keep],
+            objectness_logits=torch.logit(scores, eps=1e-6).to(device)[keep],
+        )
+
+    def _inject(self, sampled: Instances, buffered: Instances):
+        """Give one image's buffered background boxes their BG_SHARE of the background quota.
+
+        min(#buffered, floor(BG_SHARE * (B - #fg))) buffered boxes, best first, take the
+        free slots of a short batch, then replace the last sampled background proposals
+        (the stock sampler puts foreground first and background in random order after).
+
+        Returns:
+            (Instances, int): the training proposals of the image, the boxes injected.
+        """
+        if len(buffered) == 0:
+            return sampled, 0
+        num_fg = int((sampled.gt_classes != self.num_classes).sum())
+        quota = int(self.buffer_bg_share * (self.batch_size_per_image - num_fg))
+        num_injected = min(len(buffered), quota)
+        num_free = self.batch_size_per_image - len(sampled)
+        num_replaced = max(0, num_injected - num_free)
+        kept = sampled[: len(sampled) - num_replaced]
+        return Instances.cat([kept, buffered[:num_injected]]), num_injected
+
+    def _label_background(self, buffered: Instances, targets: Instances) -> Instances:
+        """Match buffered boxes to the gt boxes as proposals are matched; keep the background.
+
+        A box the matcher no longer calls background (label 0) is no hard negative at this
+        visit, so it is left out. The gt_* fields are filled as the stock labelling fills
+        them, so the result concatenates with the sampled proposals.
+        """
+        match_quality = pairwise_iou(targets.gt_boxes, buffered.proposal_boxes)
+        matched_idxs, matched_labels = self.proposal_matcher(match_quality)
+        is_background = matched_labels == 0
+        labelled = buffered[is_background]
+        labelled.gt_classes = torch.full_like(matched_idxs[is_background], self.num_classes)
+        if len(targets) > 0:
+            for name, value in targets.get_fields().items():
+                if name.startswith("gt_") and not labelled.has(name):
+                    labelled.set(name, value[matched_idxs[is_background]])
+        return labelled
+
+    @torch.no_grad()
+    def _rescore_buffered(
+        self, features: Dict[str, torch.Tensor], buffered: List[Instances]
+    ) -> List[torch.Tensor]:
+        """The object scores of this visit's buffered background boxes (``buffered``, per
+        image), by the model of this iteration (an extra pass over at most PER_IMAGE boxes per
+        image)."""
+        class_logits = self._last_stage_class_logits(features, buffered)
+        return self._object_scores(class_logits).split([len(b) for b in buffered])
+
+    def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], rois: List[Instances]):
+        """The class logits (R, K + 1) of the box predictor (a cascade's last) on the
+        proposal_boxes of ``rois``."""
+        boxes = [r.proposal_boxes for r in rois]
+        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
+        class_logits, _ = self.box_predictor(self.box_head(pooled))
+        return class_logits
+
+    def _remember_hard_negatives(self, features, proposals: List[Instances], predictions):
+        """Replace each image's buffered boxes by the hard negatives of this visit.
+
+        A visit's candidates are the background proposals the box head scored this iteration
+        and the image's buffered boxes, re-scored, those clear of objects
+        (:meth:`_clear_of_objects`): the hard ones (score >= SCORE_THRESH) become
+        the image's entries, so a buffered box the model now gets right leaves. Nothing is
+        recorded during the first WARMUP_ITERS iterations, while the untrained model scores
+        every box alike.
+
+        Args:
+            features (dict[str, Tensor]): the feature maps of the batch.
+            proposals (list[Instances]): the scored proposals of each image (proposal_boxes,
+                gt_classes), this visit's coordinates.
+            predictions (tuple[Tensor, Tensor]): the box predictor's outputs on them.
+        """
+        buffer, iteration = self.hard_negative_buffer, get_event_storage().iter
+        if iteration < buffer.warmup_iters:
+            return
+        visit = self._current_visit()
+        scores = self._object_scores(predictions[0]).split([len(p) for p in proposals])
+        rescored = self._rescore_buffered(features, visit.buffered)
+        for k, (p, s) in enumerate(zip(proposals, scores)):
+            buffered = visit.buffered[k]
+            is_new, is_kept = self._clear_of_objects(p), self._clear_of_objects(buffered)
+            boxes = cat([p.proposal_boxes.tensor[is_new], buffered.proposal_boxes.tensor[is_kept]])
+            original = _to_original(boxes.detach().cpu(), visit.transforms[k], visit.file_names[k])
+            scored = cat([s[is_new], rescored[k][is_kept]])
+            buffer.record_visit(visit.keys[k], original, scored, iteration)
+        storage = get_event_storage()
+        storage.put_scalar("hnm/buffer_size", buffer.num_entries)
+        storage.put_scalar("hnm/buffer_mean_score", buffer.mean_score())
+
+
+def _required_input(batched_input: Dict, field: str, index: int):
+    """A field the hard-negative buffer needs from a training input, or a clear error."""
+    if field not in batched_input:
+        raise ValueError(
+            f"Training input {index} (file {batched_input.get('file_name', '?')}, image id "
+            f"{batched_input.get('image_id', '?')}) has no {field!r}: MODEL.HNM.BUFFER.ENABLED "
+            "keys boxes by the image file and stores them in original image coordinates. Map "
+            "the data with hnm_d2.data.NegativeAwareDatasetMapper (hnm_d2.data."
+            "build_hnm_train_loader does), or keep 'file_name' and put the TransformList your "
+            "mapper applied under 'transforms'; or turn MODEL.HNM.BUFFER.ENABLED off."
+        )
+    return batched_input[field]
+
+
+def _to_original(boxes: torch.Tensor, transforms, file_name) -> torch.Tensor:
+    """Map XYXY boxes (n, 4) of an augmented image back to the original image."""
+    if len(boxes) == 0:
+        return boxes
+    try:
+        inverse = transforms.inverse()
+    except (AssertionError, NotImplementedError) as e:
+        raise ValueError(
+            f"Image {file_name}: the hard-negative buffer stores boxes in original image "
+            f"coordinates, but the training transforms {transforms} cannot be inverted ({e}). "
+            "Use invertible augmentations (e.g. a CropTransform with orig_w/orig_h) or turn "
+            "MODEL.HNM.BUFFER.ENABLED off."
+        ) from e
+    return torch.as_tensor(inverse.apply_box(boxes.numpy()), dtype=torch.float32)
+
+
+def _to_visit(boxes: torch.Tensor, transforms) -> torch.Tensor:
+    """Map XYXY boxes (n, 4) of the original image into an augmented visit of it."""
+    if len(boxes) == 0:
+        return boxes
+    return torch.as_tensor(transforms.apply_box(boxes.numpy()), dtype=torch.float32)
