@@ -51,8 +51,9 @@ def _add_model_keys(cfg):
     # train the RPN on its hardest background.
     cfg.MODEL.HNM.RPN_OHEM.MIN_NEGATIVES = 64
 
-    # Hard-negative buffer: background boxes the model scored high, kept per image id across
-    # iterations and re-injected as background proposals when the image comes back.
+    # Hard-negative buffer: background boxes the model scored high, kept per image file (its
+    # identity across datasets) in original image coordinates, and re-injected as background
+    # proposals when the image comes back (about once per epoch).
     cfg.MODEL.HNM.BUFFER = CN()
     cfg.MODEL.HNM.BUFFER.ENABLED = False
     # A background RoI is stored when its score is >= this: its highest object-class
@@ -71,9 +72,9 @@ def _add_model_keys(cfg):
     # Boxes with IoU above this with a better-scored buffered box of the same image are
     # merged into it, so near-copies do not fill the per-image slots.
     cfg.MODEL.HNM.BUFFER.DEDUP_IOU = 0.7
-    # A background RoI overlapping an object by this IoU or more is never stored (either mode):
-    # boxes just below the matcher's threshold are mislocalised detections of real objects,
-    # not false alarms (on BCCD they were 166 of the box buffer's 167 final entries).
+    # A background RoI overlapping an object by this IoU or more is never stored: boxes just
+    # below the matcher's threshold are mislocalised detections of real objects, not false
+    # alarms (what the buffer stored without it: docs/BENCHMARKS.md).
     cfg.MODEL.HNM.BUFFER.MAX_OBJECT_IOU = 0.3
 
     # Feature memory: a cross-batch memory of the hard negatives' pooled RoI features, re-fed to
