@@ -78,7 +78,8 @@ SETTINGS = {
     "+ background down-weighting": Setting("configs/hnm_R18_FPN_cpu_bg_weight.yaml"),
     "+ OHEM": Setting("configs/hnm_R18_FPN_cpu_ohem.yaml"),
     "+ buffer (boxes)": Setting("configs/hnm_R18_FPN_cpu_buffer.yaml"),
-    "+ buffer (features)": Setting("configs/hnm_R18_FPN_cpu_buffer_features.yaml"),
+    # The feature memory, under its first name: the name makes the run's folder.
+    "+ buffer (features)": Setting("configs/hnm_R18_FPN_cpu_feature_memory.yaml"),
     "+ all head mechanisms": Setting("configs/hnm_R18_FPN_cpu_all.yaml"),
     "+ image-level mining (rounds)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="rounds"),
     "+ image-level mining (online)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="online"),

@@ -2,7 +2,7 @@
 """What the box buffer holds at the end of a run: entries on negative and on positive training
 images, and how much the latter overlap an annotated object.
 
-Reads the buffer table from a checkpoint of a run with MODEL.HNM.BUFFER.MODE "boxes" and the
+Reads the buffer table from a checkpoint of a run with the box buffer (MODEL.HNM.BUFFER) and the
 VOC annotations of its training split, and prints the counts and the quantiles of each entry's
 IoU with the nearest object of its image (original image coordinates, as the buffer stores).
 

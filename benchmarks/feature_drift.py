@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """How fast pooled RoI features drift during training: the premise of the feature memory.
 
-MODEL.HNM.BUFFER.MODE "features" re-feeds features pooled by the backbone of up to MAX_AGE
-iterations ago. Cross-batch memory (Wang et al., CVPR 2020) holds that such features drift
-slowly once training is past its first phase. This measures it: one training run saves a
+The feature memory (MODEL.HNM.FEATURE_MEMORY) re-feeds features pooled by the backbone of up
+to MAX_AGE iterations ago. Cross-batch memory (Wang et al., CVPR 2020) holds that such features
+drift slowly once training is past its first phase. This measures it: one training run saves a
 checkpoint every ``--every`` iterations; the pooled features of fixed boxes on fixed test
 images are computed with each checkpoint's backbone, and for every checkpoint t and gap d the
 relative change ||f(t + d) - f(t)|| / ||f(t + d)|| (mean over boxes) is printed as a table.

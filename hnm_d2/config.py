@@ -20,6 +20,7 @@ class HNMConfigError(ValueError):
 def add_hnm_config(cfg):
     """Add the hnm_d2 keys to ``cfg`` in place (never to detectron2's global defaults)."""
     _add_model_keys(cfg)
+    _register_renamed_keys(cfg)
     _add_data_keys(cfg)
     _add_eval_keys(cfg)
     _add_mining_keys(cfg)
@@ -50,17 +51,11 @@ def _add_model_keys(cfg):
     # train the RPN on its hardest background.
     cfg.MODEL.HNM.RPN_OHEM.MIN_NEGATIVES = 64
 
-    # Hard-negative buffer: background boxes the model scored high, kept per image id across
-    # iterations and re-injected as background proposals when the image comes back.
+    # Hard-negative buffer: background boxes the model scored high, kept per image file (its
+    # identity across datasets) in original image coordinates, and re-injected as background
+    # proposals when the image comes back (about once per epoch).
     cfg.MODEL.HNM.BUFFER = CN()
     cfg.MODEL.HNM.BUFFER.ENABLED = False
-    # "boxes": boxes kept per image (original coordinates), re-injected as background
-    # proposals when the image comes back (about once per epoch). "features": a cross-batch
-    # memory of the hard negatives' pooled RoI features, re-fed to the box head as background
-    # in the following iterations, whatever images they came from (XBM, Wang et al. 2020).
-    cfg.MODEL.HNM.BUFFER.MODE = "boxes"
-    # "features": memory entries re-fed per iteration (for the whole batch).
-    cfg.MODEL.HNM.BUFFER.FEATURES_PER_ITER = 64
     # A background RoI is stored when its score is >= this: its highest object-class
     # probability, the scale of MODEL.ROI_HEADS.SCORE_THRESH_TEST (a detection at inference).
     cfg.MODEL.HNM.BUFFER.SCORE_THRESH = 0.5
@@ -77,10 +72,30 @@ def _add_model_keys(cfg):
     # Boxes with IoU above this with a better-scored buffered box of the same image are
     # merged into it, so near-copies do not fill the per-image slots.
     cfg.MODEL.HNM.BUFFER.DEDUP_IOU = 0.7
-    # A background RoI overlapping an object by this IoU or more is never stored (either mode):
-    # boxes just below the matcher's threshold are mislocalised detections of real objects,
-    # not false alarms (on BCCD they were 166 of the box buffer's 167 final entries).
+    # A background RoI overlapping an object by this IoU or more is never stored: boxes just
+    # below the matcher's threshold are mislocalised detections of real objects, not false
+    # alarms (what the buffer stored without it: docs/BENCHMARKS.md).
     cfg.MODEL.HNM.BUFFER.MAX_OBJECT_IOU = 0.3
+
+    # Feature memory: a cross-batch memory of the hard negatives' pooled RoI features, re-fed to
+    # the box head as background in the following iterations, whatever images they came from
+    # (XBM, Wang et al. 2020). The box buffer instead brings boxes back with their image (about
+    # once per epoch). One of the two at a time.
+    cfg.MODEL.HNM.FEATURE_MEMORY = CN()
+    cfg.MODEL.HNM.FEATURE_MEMORY.ENABLED = False
+    # Memory entries re-fed per iteration (for the whole batch).
+    cfg.MODEL.HNM.FEATURE_MEMORY.PER_ITER = 64
+    # A background RoI is stored when its score is >= this: its highest object-class
+    # probability, the scale of MODEL.ROI_HEADS.SCORE_THRESH_TEST (a detection at inference).
+    cfg.MODEL.HNM.FEATURE_MEMORY.SCORE_THRESH = 0.5
+    # Iterations before the first entry is recorded: an untrained box head scores every box
+    # about alike. Short schedules set it lower.
+    cfg.MODEL.HNM.FEATURE_MEMORY.WARMUP_ITERS = 1000
+    cfg.MODEL.HNM.FEATURE_MEMORY.CAPACITY = 4096  # entries kept; the oldest leave first
+    # Iterations an entry is kept: its features were pooled by the backbone of that iteration.
+    cfg.MODEL.HNM.FEATURE_MEMORY.MAX_AGE = 1000
+    # A background RoI overlapping an object by this IoU or more is never stored.
+    cfg.MODEL.HNM.FEATURE_MEMORY.MAX_OBJECT_IOU = 0.3
 
     # Background down-weighting: the background terms of the RoI classification loss and of
     # the RPN objectness loss are multiplied by these; 1.0 = stock loss, exactly.
@@ -133,6 +148,31 @@ def _add_mining_keys(cfg):
     cfg.HNM.MINING.MINE_EVERY = 0
 
 
+# Keys that no longer exist -> (the key that replaced it, how to move a config over). yacs refuses
+# them in merge_from_file and merge_from_list with this message; validate_hnm_config refuses one
+# set on a config by assignment.
+_RENAMED_KEYS = {
+    "MODEL.HNM.BUFFER.MODE": (
+        "MODEL.HNM.FEATURE_MEMORY.ENABLED",
+        "MODE 'features' is MODEL.HNM.FEATURE_MEMORY.ENABLED True, with the BUFFER keys it read "
+        "(CAPACITY, MAX_AGE, SCORE_THRESH, WARMUP_ITERS, MAX_OBJECT_IOU) and FEATURES_PER_ITER "
+        "(as PER_ITER) under MODEL.HNM.FEATURE_MEMORY; MODE 'boxes' is MODEL.HNM.BUFFER.ENABLED "
+        "alone: delete the line.",
+    ),
+    "MODEL.HNM.BUFFER.FEATURES_PER_ITER": (
+        "MODEL.HNM.FEATURE_MEMORY.PER_ITER",
+        "the feature memory's keys are under MODEL.HNM.FEATURE_MEMORY (ENABLED True switches it "
+        "on).",
+    ),
+}
+
+
+def _register_renamed_keys(cfg):
+    for old, (new, how) in _RENAMED_KEYS.items():
+        if not cfg.key_is_renamed(old):  # add_hnm_config may run twice on one config
+            cfg.register_renamed_key(old, new, how)
+
+
 _RANGES = {
     # key: (check, allowed range in words)
     "MODEL.HNM.ROI_OHEM.BATCH_SIZE_PER_IMAGE": (lambda v: v >= 0, "an integer >= 0"),
@@ -146,11 +186,15 @@ _RANGES = {
     "MODEL.HNM.BUFFER.CAPACITY": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.MAX_AGE": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.WARMUP_ITERS": (lambda v: v >= 0, "an integer >= 0"),
-    "MODEL.HNM.BUFFER.MODE": (lambda v: v in ("boxes", "features"), "'boxes' or 'features'"),
-    "MODEL.HNM.BUFFER.FEATURES_PER_ITER": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.BUFFER.BG_SHARE": (lambda v: 0 <= v <= 1, "[0, 1]"),
     "MODEL.HNM.BUFFER.DEDUP_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
     "MODEL.HNM.BUFFER.MAX_OBJECT_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
+    "MODEL.HNM.FEATURE_MEMORY.PER_ITER": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.HNM.FEATURE_MEMORY.SCORE_THRESH": (lambda v: 0 <= v <= 1, "[0, 1]"),
+    "MODEL.HNM.FEATURE_MEMORY.WARMUP_ITERS": (lambda v: v >= 0, "an integer >= 0"),
+    "MODEL.HNM.FEATURE_MEMORY.CAPACITY": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.HNM.FEATURE_MEMORY.MAX_AGE": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.HNM.FEATURE_MEMORY.MAX_OBJECT_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
     "MODEL.HNM.ROI_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
     "MODEL.HNM.RPN_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
     "MODEL.HNM.ROI_FOCAL.GAMMA": (lambda v: v >= 0, ">= 0"),
@@ -180,6 +224,14 @@ def _lookup(cfg, dotted_key):
     return node
 
 
+def _has_key(cfg, dotted_key):
+    try:
+        _lookup(cfg, dotted_key)
+    except KeyError:
+        return False
+    return True
+
+
 def _is_finite_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -190,6 +242,7 @@ def validate_hnm_config(cfg, prefix=""):
     Called from the ``from_config`` of the classes that read the keys, so a bad value fails
     when the model or loader is built, not hours into training.
     """
+    _refuse_renamed_keys(cfg, prefix)
     for key, (check, allowed) in _RANGES.items():
         if not key.startswith(prefix):
             continue
@@ -203,6 +256,27 @@ def validate_hnm_config(cfg, prefix=""):
         numeric = not isinstance(value, (str, list, tuple))
         if (numeric and not _is_finite_number(value)) or not check(value):
             raise HNMConfigError(f"{key} = {value!r} is invalid: allowed is {allowed}.")
+    _refuse_buffer_with_memory(cfg, prefix)
+
+
+def _refuse_renamed_keys(cfg, prefix):
+    """Raise on a key of :data:`_RENAMED_KEYS` under ``prefix`` that the config holds (set by
+    assignment: merging a config file or list already refuses it)."""
+    for old, (new, how) in _RENAMED_KEYS.items():
+        if old.startswith(prefix) and _has_key(cfg, old):
+            raise HNMConfigError(f"Config key {old} was replaced by {new}. Note: {how}")
+
+
+def _refuse_buffer_with_memory(cfg, prefix):
+    """The heads store hard negatives as boxes or as pooled features, not both: both share the
+    heads' hard_negative_max_iou, and the mode they replace was one or the other."""
+    keys = ("MODEL.HNM.BUFFER.ENABLED", "MODEL.HNM.FEATURE_MEMORY.ENABLED")
+    if keys[0].startswith(prefix) and all(_lookup(cfg, key) for key in keys):
+        raise HNMConfigError(
+            f"{keys[0]} and {keys[1]} are both True: the ROI heads keep hard negatives either as "
+            "boxes that come back with their image (the buffer) or as pooled features re-fed at "
+            "every iteration (the feature memory), one at a time. Set one of them False."
+        )
 
 
 def check_arguments(owner: str, arguments: dict) -> None:

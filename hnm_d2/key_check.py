@@ -32,6 +32,7 @@ _HNM_VARIANTS = {
 _DEFAULTS = {
     "MODEL.HNM.ROI_OHEM.ENABLED": "False",
     "MODEL.HNM.BUFFER.ENABLED": "False",
+    "MODEL.HNM.FEATURE_MEMORY.ENABLED": "False",
     "MODEL.HNM.ROI_BG_WEIGHT": "1.0",
     "MODEL.HNM.ROI_FOCAL.ENABLED": "False",
     "MODEL.HNM.RPN_OHEM.ENABLED": "False",
@@ -50,6 +51,7 @@ def _switched_on(cfg) -> Dict[str, List[str]]:
         "roi_heads": {
             "MODEL.HNM.ROI_OHEM.ENABLED": hnm.ROI_OHEM.ENABLED,
             "MODEL.HNM.BUFFER.ENABLED": hnm.BUFFER.ENABLED,
+            "MODEL.HNM.FEATURE_MEMORY.ENABLED": hnm.FEATURE_MEMORY.ENABLED,
             "MODEL.HNM.ROI_BG_WEIGHT": hnm.ROI_BG_WEIGHT != 1.0,
             "MODEL.HNM.ROI_FOCAL.ENABLED": hnm.ROI_FOCAL.ENABLED,
         },
@@ -58,9 +60,7 @@ def _switched_on(cfg) -> Dict[str, List[str]]:
             "MODEL.HNM.RPN_BG_WEIGHT": hnm.RPN_BG_WEIGHT != 1.0,
         },
         # The box buffer needs the batch's image files, which only HNMRCNN hands to the heads.
-        "meta_architecture": {
-            "MODEL.HNM.BUFFER.ENABLED": hnm.BUFFER.ENABLED and hnm.BUFFER.MODE == "boxes"
-        },
+        "meta_architecture": {"MODEL.HNM.BUFFER.ENABLED": hnm.BUFFER.ENABLED},
     }
     return {part: [k for k, on in keys.items() if on] for part, keys in readers.items()}
 

@@ -126,9 +126,11 @@ def test_buffer_scores_with_the_last_stage_and_comes_back_at_stage_0():
         assert storage.latest()["hnm/buffer_injected"][0] > 0
 
 
-def test_feature_memory_is_refused_naming_the_mode():
-    options = {"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.HNM.BUFFER.MODE": "features"}
-    with pytest.raises(HNMConfigError, match="MODEL.HNM.BUFFER.MODE 'features'.*'boxes'"):
+def test_feature_memory_is_refused_naming_the_box_buffer():
+    options = {"MODEL.HNM.FEATURE_MEMORY.ENABLED": True}
+    with pytest.raises(
+        HNMConfigError, match="MODEL.HNM.FEATURE_MEMORY.ENABLED.*MODEL.HNM.BUFFER.ENABLED"
+    ):
         build_model(cascade_cfg(**options))
 
 

@@ -1,4 +1,4 @@
-"""The cross-batch memory of hard negatives (MODEL.HNM.BUFFER.MODE "features"): bookkeeping,
+"""The cross-batch memory of hard negatives (MODEL.HNM.FEATURE_MEMORY): bookkeeping,
 the loss it adds (normaliser by hand), and stock losses while it is empty."""
 
 import pytest
@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from hnm_d2.config import HNMConfigError
 from hnm_d2.modeling.feature_memory import HardNegativeFeatureMemory
 
-FEATURES = {"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.HNM.BUFFER.MODE": "features"}
+FEATURES = {"MODEL.HNM.FEATURE_MEMORY.ENABLED": True}
 
 
 def new_memory(**kwargs):
@@ -65,7 +65,7 @@ def test_sample_draws_at_most_per_iter_distinct_entries():
 
 def test_an_empty_memory_leaves_the_stock_losses_to_the_bit():
     stock_model = seeded_model(heads_cfg(hnm=False))
-    options = {**FEATURES, "MODEL.HNM.BUFFER.WARMUP_ITERS": 100}
+    options = {**FEATURES, "MODEL.HNM.FEATURE_MEMORY.WARMUP_ITERS": 100}
     model = seeded_model(heads_cfg(**options))
     # Two iterations: nothing is recorded during the warm-up, so nothing is re-fed after it.
     for iteration in range(2):
@@ -79,7 +79,7 @@ def test_an_empty_memory_leaves_the_stock_losses_to_the_bit():
 
 
 def test_re_fed_entries_join_the_classification_loss_with_the_stated_normaliser():
-    options = {"MODEL.HNM.BUFFER.SCORE_THRESH": 0.0, "MODEL.HNM.ROI_BG_WEIGHT": 0.5}
+    options = {"MODEL.HNM.FEATURE_MEMORY.SCORE_THRESH": 0.0, "MODEL.HNM.ROI_BG_WEIGHT": 0.5}
     heads = seeded_model(heads_cfg(**FEATURES, **options)).roi_heads
     heads.box_predictor.loss_weight["loss_cls"] = 2.0
     memory = heads.feature_memory
@@ -101,7 +101,7 @@ def test_re_fed_entries_join_the_classification_loss_with_the_stated_normaliser(
 
 
 def test_a_few_iterations_fill_and_re_feed_the_memory():
-    model = seeded_model(heads_cfg(**FEATURES, **{"MODEL.HNM.BUFFER.SCORE_THRESH": 0.0}))
+    model = seeded_model(heads_cfg(**FEATURES, **{"MODEL.HNM.FEATURE_MEMORY.SCORE_THRESH": 0.0}))
     with EventStorage() as storage:
         for _ in range(2):
             losses = model(batch())
@@ -115,5 +115,48 @@ def test_a_few_iterations_fill_and_re_feed_the_memory():
 @needs_sigmoid_ce
 def test_memory_refuses_sigmoid_cross_entropy():
     cfg = heads_cfg(**FEATURES, **{"MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": True})
-    with pytest.raises(HNMConfigError, match="MODE 'features'.*use_sigmoid_ce=True"):
+    with pytest.raises(HNMConfigError, match="FEATURE_MEMORY.ENABLED.*use_sigmoid_ce=True"):
         build_model(cfg)
+
+
+RENAMED = [
+    ("MODEL.HNM.BUFFER.MODE", "features", "MODEL.HNM.FEATURE_MEMORY.ENABLED"),
+    ("MODEL.HNM.BUFFER.FEATURES_PER_ITER", 32, "MODEL.HNM.FEATURE_MEMORY.PER_ITER"),
+]
+
+
+@pytest.mark.parametrize("old, value, new", RENAMED)
+def test_a_config_file_with_a_replaced_key_fails_naming_its_replacement(tmp_path, old, value, new):
+    config_file = tmp_path / "old.yaml"
+    config_file.write_text(f"MODEL:\n  HNM:\n    BUFFER:\n      {old.split('.')[-1]}: {value}\n")
+    cfg = heads_cfg()
+    with pytest.raises(KeyError, match=f"{old} was renamed to {new}"):
+        cfg.merge_from_file(str(config_file))
+    with pytest.raises(KeyError, match=f"{old} was renamed to {new}"):
+        cfg.merge_from_list([old, value])
+
+
+@pytest.mark.parametrize("old, value, new", RENAMED)
+def test_a_replaced_key_set_on_the_config_fails_at_build_time_naming_its_replacement(
+    old, value, new
+):
+    cfg = heads_cfg()
+    setattr(cfg.MODEL.HNM.BUFFER, old.split(".")[-1], value)
+    with pytest.raises(HNMConfigError, match=f"{old} was replaced by {new}"):
+        build_model(cfg)
+
+
+def test_the_buffer_and_the_memory_together_are_refused():
+    cfg = heads_cfg(**FEATURES, **{"MODEL.HNM.BUFFER.ENABLED": True})
+    with pytest.raises(HNMConfigError, match="BUFFER.ENABLED and .*FEATURE_MEMORY.ENABLED"):
+        build_model(cfg)
+
+
+def test_the_memory_needs_the_hnm_heads_but_not_the_hnm_meta_architecture():
+    stock_heads = heads_cfg(**FEATURES, **{"MODEL.ROI_HEADS.NAME": "StandardROIHeads"})
+    with pytest.raises(HNMConfigError, match="FEATURE_MEMORY.ENABLED.*'HNMROIHeads'"):
+        build_model(stock_heads)
+    # The memory keys no image: GeneralizedRCNN, which hands the heads no inputs, trains it.
+    model = seeded_model(heads_cfg(**FEATURES, **{"MODEL.META_ARCHITECTURE": "GeneralizedRCNN"}))
+    with EventStorage():
+        assert all(torch.isfinite(v) for v in model(batch()).values())

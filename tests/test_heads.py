@@ -55,6 +55,7 @@ def tiny_cfg(hnm=True, **options):
     m.ROI_BOX_HEAD.NAME, m.ROI_BOX_HEAD.NUM_FC, m.ROI_BOX_HEAD.FC_DIM = "FastRCNNConvFCHead", 2, 64
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (HEIGHT,), WIDTH
     m.HNM.BUFFER.WARMUP_ITERS = 0  # these tests run a few iterations: record from the first
+    m.HNM.FEATURE_MEMORY.WARMUP_ITERS = 0
     for key, value in options.items():
         cfg.merge_from_list([key, value])
     return cfg

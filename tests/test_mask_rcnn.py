@@ -32,9 +32,8 @@ MECHANISMS = {
     "rpn_ohem": {"MODEL.HNM.RPN_OHEM.ENABLED": True},
     "buffer": {"MODEL.HNM.BUFFER.ENABLED": True, "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0},
     "feature_memory": {
-        "MODEL.HNM.BUFFER.ENABLED": True,
-        "MODEL.HNM.BUFFER.MODE": "features",
-        "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0,
+        "MODEL.HNM.FEATURE_MEMORY.ENABLED": True,
+        "MODEL.HNM.FEATURE_MEMORY.SCORE_THRESH": 0.0,
     },
     "bg_weight": {"MODEL.HNM.ROI_BG_WEIGHT": 0.5, "MODEL.HNM.RPN_BG_WEIGHT": 0.5},
     "focal": {"MODEL.HNM.ROI_FOCAL.ENABLED": True},

@@ -1,9 +1,10 @@
 """hnm_d2's detectron2 components; importing this package registers them.
 
-- ``HNMRCNN`` (META_ARCH_REGISTRY): GeneralizedRCNN that passes image ids to the ROI heads.
+- ``HNMRCNN`` (META_ARCH_REGISTRY): GeneralizedRCNN that tells the ROI heads which image files
+  (and their transforms) a training batch holds.
 - ``HNMRPN`` (PROPOSAL_GENERATOR_REGISTRY): RPN with OHEM over anchors, background weight.
-- ``HNMROIHeads`` (ROI_HEADS_REGISTRY): StandardROIHeads with OHEM over RoIs and the
-  hard-negative buffer, predictor ``HNMFastRCNNOutputLayers`` (background weight, focal loss).
+- ``HNMROIHeads`` (ROI_HEADS_REGISTRY): StandardROIHeads with OHEM over RoIs, the
+  hard-negative buffer or the feature memory, predictor ``HNMFastRCNNOutputLayers`` (background weight, focal loss).
 - ``HNMCascadeROIHeads`` (ROI_HEADS_REGISTRY): CascadeROIHeads with OHEM and down-weighting per
   stage, the buffer fed from the last stage.
 """

@@ -18,7 +18,7 @@ scores are float32, iterations are below 2**53, and the 63-bit image key is spli
 32-bit halves.
 
 Distributed: every rank keeps the entries of the images it sees (per-rank). Before a checkpoint
-is saved, :class:`hnm_d2.engine.buffer_hook.HardNegativeBufferSync` gathers every rank's table
+is saved, :class:`hnm_d2.engine.buffer_checkpointing.HNMCheckpointer` gathers every rank's table
 into rank 0's buffer (:meth:`HardNegativeBuffer.set_peer_tables`), which writes them beside its
 own table as ``<prefix>peer_tables`` (world_size, CAPACITY, 9). That entry has no counterpart in
 a freshly built model, so fvcore does not shape-check it; on load, rank r takes row r when the
@@ -74,7 +74,8 @@ class BufferEntries(NamedTuple):
     Attributes:
         keys (Tensor): int64, shape (n,), image keys.
         boxes (Tensor): float32, shape (n, 4), XYXY in original image coordinates.
-        scores (Tensor): float32, shape (n,), foreground score 1 - P(background).
+        scores (Tensor): float32, shape (n,), the box's highest object-class probability
+            (:func:`hnm_d2.modeling.hard_negatives.object_scores`) when last confirmed hard.
         last_seen (Tensor): int64, shape (n,), iteration the entry was last confirmed hard.
     """
 
@@ -228,7 +229,7 @@ class HardNegativeBuffer(nn.Module):
         return self.entries.keys.numel()
 
     def mean_score(self) -> float:
-        """Mean foreground score of the entries (0 when empty)."""
+        """Mean score of the entries (0 when empty)."""
         return self.entries.scores.mean().item() if self.num_entries else 0.0
 
     def boxes_of(self, key: int):

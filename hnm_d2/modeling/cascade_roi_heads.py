@@ -10,7 +10,7 @@ Everything is off by default, and off means stock Cascade R-CNN: the overrides h
   its own top-B by loss, and hands the next stage the refined boxes of *all* its candidates,
   as stock Cascade R-CNN hands over every sampled RoI: each stage mines from the whole
   distribution of its input, not from what the stage before found hard.
-- Buffer (MODEL.HNM.BUFFER, MODE "boxes"): the last stage's background RoIs are scored by the
+- Buffer (MODEL.HNM.BUFFER): the last stage's background RoIs are scored by the
   last stage (its probability on its input box; inference averages the stages' probabilities
   on the refined boxes, so a stored score approximates the detection score) and recorded; they
   come back as stage-0 proposals on the image's next visit. A RoI is stored only below stage 0's
@@ -65,10 +65,10 @@ class HNMCascadeROIHeads(CascadeROIHeads, HNMROIHeads):
 
     def _check_memory_supported(self):
         raise HNMConfigError(
-            "MODEL.HNM.BUFFER.MODE 'features' (feature_memory) is not supported by "
+            "MODEL.HNM.FEATURE_MEMORY.ENABLED (feature_memory) is not supported by "
             "HNMCascadeROIHeads: the memory re-feeds pooled features to a single box head, and a "
-            "cascade has one per stage. Use MODEL.HNM.BUFFER.MODE 'boxes' (the buffer fed from "
-            "the last stage), or MODEL.ROI_HEADS.NAME 'HNMROIHeads'."
+            "cascade has one per stage. Use MODEL.HNM.BUFFER.ENABLED (the box buffer, fed from "
+            "the last stage) instead, or MODEL.ROI_HEADS.NAME 'HNMROIHeads'."
         )
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals, targets=None):

@@ -38,21 +38,23 @@ class HardNegativeFeatureMemory(nn.Module):
     ):
         """
         Args:
-            capacity (int): entries kept; the oldest leave first (MODEL.HNM.BUFFER.CAPACITY).
-            max_age (int): iterations an entry is kept (MODEL.HNM.BUFFER.MAX_AGE).
+            capacity (int): entries kept; the oldest leave first
+                (MODEL.HNM.FEATURE_MEMORY.CAPACITY).
+            max_age (int): iterations an entry is kept (MODEL.HNM.FEATURE_MEMORY.MAX_AGE).
             score_thresh (float): lowest score of a hard negative (its highest object-class
-                probability; MODEL.HNM.BUFFER.SCORE_THRESH).
-            per_iter (int): entries re-fed per iteration (MODEL.HNM.BUFFER.FEATURES_PER_ITER).
-            warmup_iters (int): iterations before the first entry is recorded.
+                probability; MODEL.HNM.FEATURE_MEMORY.SCORE_THRESH).
+            per_iter (int): entries re-fed per iteration (MODEL.HNM.FEATURE_MEMORY.PER_ITER).
+            warmup_iters (int): iterations before the first entry is recorded
+                (MODEL.HNM.FEATURE_MEMORY.WARMUP_ITERS).
         """
         check_arguments(
             type(self).__name__,
             {
-                "MODEL.HNM.BUFFER.CAPACITY": ("capacity", capacity),
-                "MODEL.HNM.BUFFER.MAX_AGE": ("max_age", max_age),
-                "MODEL.HNM.BUFFER.SCORE_THRESH": ("score_thresh", score_thresh),
-                "MODEL.HNM.BUFFER.FEATURES_PER_ITER": ("per_iter", per_iter),
-                "MODEL.HNM.BUFFER.WARMUP_ITERS": ("warmup_iters", warmup_iters),
+                "MODEL.HNM.FEATURE_MEMORY.CAPACITY": ("capacity", capacity),
+                "MODEL.HNM.FEATURE_MEMORY.MAX_AGE": ("max_age", max_age),
+                "MODEL.HNM.FEATURE_MEMORY.SCORE_THRESH": ("score_thresh", score_thresh),
+                "MODEL.HNM.FEATURE_MEMORY.PER_ITER": ("per_iter", per_iter),
+                "MODEL.HNM.FEATURE_MEMORY.WARMUP_ITERS": ("warmup_iters", warmup_iters),
             },
         )
         super().__init__()

@@ -4,7 +4,7 @@ memory. This file overrides detectron2's hooks and composes the mechanisms, each
 - OHEM (MODEL.HNM.ROI_OHEM): :mod:`.roi_heads_ohem`; the box branch trains on the kept RoIs.
 - Hard-negative buffer (MODEL.HNM.BUFFER): :mod:`.roi_heads_buffer`; its boxes join the sampled
   proposals, and the box branch's hard background RoIs are recorded after it has run.
-- Feature memory (MODEL.HNM.BUFFER.MODE "features"): :mod:`.roi_heads_memory`; its entries join
+- Feature memory (MODEL.HNM.FEATURE_MEMORY): :mod:`.roi_heads_memory`; its entries join
   the classification loss, and the box branch's hard background RoIs are added after it has run.
 - What the buffer and the memory share (which RoIs are hard negatives): :mod:`.hard_negatives`.
 - Build-time refusals: :mod:`.roi_heads_checks`.
@@ -67,11 +67,12 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, 
             ohem_min_positive_fraction (float): share of B reserved for foreground RoIs.
             hard_negative_buffer (HardNegativeBuffer or None): None = no buffer.
             hard_negative_max_iou (float): a background RoI overlapping an object by this IoU
-                or more is not stored by the buffer or the feature memory.
+                or more is not stored by the buffer or the feature memory
+                (MODEL.HNM.BUFFER.MAX_OBJECT_IOU or MODEL.HNM.FEATURE_MEMORY.MAX_OBJECT_IOU).
             buffer_bg_share (float): share of an image's background quota guaranteed to its
                 buffered boxes (without OHEM).
             feature_memory (HardNegativeFeatureMemory or None): the cross-batch memory of hard
-                negatives' pooled features (MODEL.HNM.BUFFER.MODE "features"); None = none.
+                negatives' pooled features (MODEL.HNM.FEATURE_MEMORY); None = none.
             kwargs: the arguments of :class:`StandardROIHeads`.
         """
         check_head_arguments(
@@ -81,6 +82,7 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, 
             ohem_min_positive_fraction=ohem_min_positive_fraction,
             buffer_bg_share=buffer_bg_share,
             hard_negative_max_iou=hard_negative_max_iou,
+            memory_on=feature_memory is not None,
         )
         if ohem_enabled:
             ohem_batch_size_per_image = ohem_batch_size_per_image or kwargs["batch_size_per_image"]

@@ -56,7 +56,7 @@ class ROIHeadsBuffer(HardNegativePicking):
     @classmethod
     def _buffer_args(cls, cfg):
         buffer = cfg.MODEL.HNM.BUFFER
-        if not buffer.ENABLED or buffer.MODE != "boxes":
+        if not buffer.ENABLED:
             return {}
         return {
             "hard_negative_max_iou": buffer.MAX_OBJECT_IOU,

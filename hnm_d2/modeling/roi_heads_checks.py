@@ -22,8 +22,12 @@ def check_head_arguments(
     ohem_min_positive_fraction: float,
     buffer_bg_share: float,
     hard_negative_max_iou: float,
+    memory_on: bool,
 ) -> None:
-    """Check the heads' own constructor arguments against the ranges of their config keys."""
+    """Check the heads' own constructor arguments against the ranges of their config keys
+    (``hard_negative_max_iou`` is the feature memory's MAX_OBJECT_IOU when ``memory_on``, else
+    the buffer's)."""
+    store = "FEATURE_MEMORY" if memory_on else "BUFFER"
     check_arguments(
         owner,
         {
@@ -37,7 +41,7 @@ def check_head_arguments(
                 ohem_min_positive_fraction,
             ),
             "MODEL.HNM.BUFFER.BG_SHARE": ("buffer_bg_share", buffer_bg_share),
-            "MODEL.HNM.BUFFER.MAX_OBJECT_IOU": ("hard_negative_max_iou", hard_negative_max_iou),
+            f"MODEL.HNM.{store}.MAX_OBJECT_IOU": ("hard_negative_max_iou", hard_negative_max_iou),
         },
     )
 
@@ -70,10 +74,11 @@ class ROIHeadsChecks:
         predictor = self.box_predictor
         if not isinstance(predictor, HNMFastRCNNOutputLayers) or uses_sigmoid_ce(predictor):
             raise HNMConfigError(
-                "MODEL.HNM.BUFFER.MODE 'features' (feature_memory) adds re-fed entries to the "
+                "MODEL.HNM.FEATURE_MEMORY.ENABLED (feature_memory) adds re-fed entries to the "
                 "softmax classification loss of HNMFastRCNNOutputLayers; got "
-                f"{type(predictor).__name__} (use_sigmoid_ce={uses_sigmoid_ce(predictor)}). Use "
-                "MODE 'boxes', or that predictor with MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE False."
+                f"{type(predictor).__name__} (use_sigmoid_ce={uses_sigmoid_ce(predictor)}). Use the "
+                "box buffer (MODEL.HNM.BUFFER.ENABLED) instead, or that predictor with "
+                "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE False."
             )
 
 

@@ -1,4 +1,4 @@
-"""The feature memory in the heads (MODEL.HNM.BUFFER.MODE "features"): the pooled features of
+"""The feature memory in the heads (MODEL.HNM.FEATURE_MEMORY): the pooled features of
 earlier iterations' hard negatives re-fed to the box head as background, and this iteration's
 hard background RoIs added (:class:`HardNegativeFeatureMemory`).
 """
@@ -22,17 +22,19 @@ class ROIHeadsMemory(HardNegativePicking):
 
     @classmethod
     def _memory_args(cls, cfg):
-        buffer = cfg.MODEL.HNM.BUFFER
-        if not buffer.ENABLED or buffer.MODE != "features":
+        memory = cfg.MODEL.HNM.FEATURE_MEMORY
+        if not memory.ENABLED:
             return {}
-        memory = HardNegativeFeatureMemory(
-            capacity=buffer.CAPACITY,
-            max_age=buffer.MAX_AGE,
-            score_thresh=buffer.SCORE_THRESH,
-            per_iter=buffer.FEATURES_PER_ITER,
-            warmup_iters=buffer.WARMUP_ITERS,
-        )
-        return {"feature_memory": memory, "hard_negative_max_iou": buffer.MAX_OBJECT_IOU}
+        return {
+            "feature_memory": HardNegativeFeatureMemory(
+                capacity=memory.CAPACITY,
+                max_age=memory.MAX_AGE,
+                score_thresh=memory.SCORE_THRESH,
+                per_iter=memory.PER_ITER,
+                warmup_iters=memory.WARMUP_ITERS,
+            ),
+            "hard_negative_max_iou": memory.MAX_OBJECT_IOU,
+        }
 
     def _train_on_memory(self, loss_cls, pooled, proposals: List[Instances]) -> torch.Tensor:
         """``loss_cls`` with up to PER_ITER memory entries of earlier iterations as background.

@@ -46,8 +46,7 @@ class ROIHeadsOHEM:
         The kept RoIs are pooled a second time, with gradients, rather than indexed out of a
         pooling of all candidates with gradients: ROIAlign's backward costs in proportion to
         the RoIs pooled, gradient or not, so back-propagating through all candidates' pooled
-        features made an OHEM iteration 1.34x stock, against 1.09x this way (CPU, ResNet-18
-        FPN, 4 x 256 px, 500 candidates and 128 kept RoIs per image; benchmarks/bench_heads.py).
+        features is far slower (measured: docs/BENCHMARKS.md, "Cost of the head mechanisms").
         It also never holds the candidates' pooled features for the backward pass. (A box
         head with BatchNorm, MODEL.ROI_BOX_HEAD.NORM, updates its running statistics in both
         passes.)
