@@ -76,8 +76,8 @@ class ROIHeadsChecks:
             raise HNMConfigError(
                 "MODEL.HNM.FEATURE_MEMORY.ENABLED (feature_memory) adds re-fed entries to the "
                 "softmax classification loss of HNMFastRCNNOutputLayers; got "
-                f"{type(predictor).__name__} (use_sigmoid_ce={uses_sigmoid_ce(predictor)}). Use the "
-                "box buffer (MODEL.HNM.BUFFER.ENABLED) instead, or that predictor with "
+                f"{type(predictor).__name__} (use_sigmoid_ce={uses_sigmoid_ce(predictor)}). "
+                "Use the box buffer (MODEL.HNM.BUFFER.ENABLED) instead, or that predictor with "
                 "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE False."
             )
 
