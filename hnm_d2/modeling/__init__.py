@@ -4,7 +4,8 @@
   (and their transforms) a training batch holds.
 - ``HNMRPN`` (PROPOSAL_GENERATOR_REGISTRY): RPN with OHEM over anchors, background weight.
 - ``HNMROIHeads`` (ROI_HEADS_REGISTRY): StandardROIHeads with OHEM over RoIs, the
-  hard-negative buffer or the feature memory, predictor ``HNMFastRCNNOutputLayers`` (background weight, focal loss).
+  hard-negative buffer or the feature memory, predictor ``HNMFastRCNNOutputLayers``
+  (background weight, focal loss).
 - ``HNMCascadeROIHeads`` (ROI_HEADS_REGISTRY): CascadeROIHeads with OHEM and down-weighting per
   stage, the buffer fed from the last stage.
 """
