@@ -9,8 +9,8 @@ from .mapper import (
     ImageReadError,
     NegativeAwareDatasetMapper,
 )
-from .negative_folder import IMAGE_EXTENSIONS, load_negative_folder, register_negative_folder
-from .registration import name_id_offset
+from .negative_folder import load_negative_folder, register_negative_folder
+from .registration import IMAGE_EXTENSIONS, name_id_offset
 from .sampler import NegativeShareTrainingSampler, build_training_sampler
 from .subsets import SUBSET_KINDS, is_negative_image, register_subset
 from .synthetic import (

@@ -26,20 +26,36 @@ mining pool). The loaders number images as follows:
 
 import logging
 import zlib
-from typing import List, Sequence
+from pathlib import Path
+from typing import List, Sequence, Tuple
 
 from detectron2.data import MetadataCatalog
+from PIL import Image
 
 from .subsets import is_negative_image
 from .validation import describe_annotation, find_annotation_problem
 
-__all__ = ["log_composition", "name_id_offset", "set_dataset_metadata"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "image_size_after_exif",
+    "log_composition",
+    "name_id_offset",
+    "set_dataset_metadata",
+]
 
 logger = logging.getLogger(__name__)
 
 _ID_BLOCK = 10**9
 _ID_BLOCKS = 10**6
 _INVALID_EXAMPLES_SHOWN = 5
+
+# The image files the loaders that list a folder (negative folders, YOLO) take; others are
+# skipped with a warning that counts and names them.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# EXIF orientations that rotate by 90 or 270 degrees: detectron2's read_image applies them,
+# so the decoded image has width and height swapped relative to the file header.
+_TRANSPOSING_EXIF_ORIENTATIONS = (5, 6, 7, 8)
+_EXIF_ORIENTATION_TAG = 0x0112
 
 
 def name_id_offset(name: str) -> int:
@@ -49,6 +65,25 @@ def name_id_offset(name: str) -> int:
     stay exact in float64 and JSON tools.
     """
     return _ID_BLOCK * (1 + zlib.crc32(name.encode("utf-8")) % _ID_BLOCKS)
+
+
+def image_size_after_exif(path: Path) -> Tuple[int, int]:
+    """(height, width) of an image as detectron2's read_image will decode it; header only.
+
+    Raises:
+        ValueError: the file cannot be read as an image.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
+    except OSError as err:
+        raise ValueError(
+            f"Cannot read image {path} ({err}): fix the file, or remove it from the dataset."
+        ) from err
+    if orientation in _TRANSPOSING_EXIF_ORIENTATIONS:
+        return width, height
+    return height, width
 
 
 def set_dataset_metadata(name: str, thing_classes: Sequence[str], **extra) -> None:
