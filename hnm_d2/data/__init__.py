@@ -22,6 +22,7 @@ from .validation import (
     BOUNDARY_TOLERANCE_PX,
     MAX_DEGENERATE_AREA_PX,
     InvalidAnnotationError,
+    annotation_origin,
     describe_annotation,
     find_annotation_problem,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "NegativeShareTrainingSampler",
     "SUBSET_KINDS",
     "add_registration_arguments",
+    "annotation_origin",
     "build_hnm_train_loader",
     "build_negative_share_train_loader",
     "build_training_sampler",

@@ -33,7 +33,7 @@ from detectron2.data import MetadataCatalog
 from PIL import Image
 
 from .subsets import is_negative_image
-from .validation import describe_annotation, find_annotation_problem
+from .validation import annotation_origin, describe_annotation, find_annotation_problem
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -114,7 +114,8 @@ def _describe_invalid_annotations(dataset_dicts: List[dict], num_classes: int) -
         for index, obj in enumerate(d["annotations"]):
             reason = find_annotation_problem(obj, d["height"], d["width"], num_classes)
             if reason is not None:
+                origin = annotation_origin(obj)
                 descriptions.append(
-                    describe_annotation(d["file_name"], d["image_id"], index, reason)
+                    describe_annotation(d["file_name"], d["image_id"], index, reason, origin)
                 )
     return descriptions
