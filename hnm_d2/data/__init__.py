@@ -1,5 +1,6 @@
-"""Data path of hnm_d2: registration of datasets with negative images, annotation checks, the
-negative-aware mapper, the negative-share sampler, the train loader and synthetic data."""
+"""Data path of hnm_d2: registration of datasets with negative images (COCO, VOC, YOLO, image
+folders), annotation checks, the negative-aware mapper, the negative-share sampler, the train
+loader and synthetic data."""
 
 from .build import build_hnm_train_loader, build_negative_share_train_loader
 from .coco import load_coco_with_negatives, register_coco_with_negatives
@@ -10,7 +11,7 @@ from .mapper import (
     NegativeAwareDatasetMapper,
 )
 from .negative_folder import load_negative_folder, register_negative_folder
-from .registration import IMAGE_EXTENSIONS, name_id_offset
+from .registration import IMAGE_EXTENSIONS, MISSING_IMAGE_POLICIES, name_id_offset
 from .sampler import NegativeShareTrainingSampler, build_training_sampler
 from .subsets import SUBSET_KINDS, is_negative_image, register_subset
 from .synthetic import (
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_SPLIT_SIZES",
     "IMAGE_EXTENSIONS",
     "INVALID_ANNOTATION_POLICIES",
+    "MISSING_IMAGE_POLICIES",
     "ImageReadError",
     "InvalidAnnotationError",
     "MAX_DEGENERATE_AREA_PX",

@@ -8,6 +8,7 @@ from detectron2.data import MetadataCatalog
 
 from .coco import register_coco_with_negatives
 from .negative_folder import register_negative_folder
+from .registration import MISSING_IMAGE_POLICIES
 from .subsets import register_subset
 from .voc import register_voc
 
@@ -37,6 +38,13 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
         metavar=("NAME", "ROOT", "SPLIT", "CLASS[,CLASS]"),
         help="register a Pascal VOC split keeping these classes; other images are negatives. "
         "SPLIT names ROOT/ImageSets/Main/SPLIT.txt, or is the path of a .txt file of file ids",
+    )
+    group.add_argument(
+        "--missing-images",
+        choices=MISSING_IMAGE_POLICIES,
+        default="error",
+        help="an image that a --register-coco/--register-voc dataset lists but the disk lacks: "
+        "error (default) when registering, or drop it with a warning that names it",
     )
     group.add_argument(
         "--register-negatives",
@@ -73,15 +81,17 @@ def register_from_args(args: argparse.Namespace) -> List[str]:
     """Perform the registrations requested by :func:`add_registration_arguments`' flags.
 
     Returns:
-        The registered dataset names, COCO first, then VOC, then negative folders, then
-        subsets (which may name any of the others as parent).
+        The registered dataset names, COCO first, then VOC, then negative folders,
+        then subsets (which may name any of the others as parent).
 
     Raises:
         ValueError: --register-negatives without any source of class names.
     """
-    names = [register_coco_with_negatives(*spec) for spec in args.register_coco]
+    missing = args.missing_images
+    names = [register_coco_with_negatives(*spec, missing) for spec in args.register_coco]
     for name, root, split, classes in args.register_voc:
-        names.append(register_voc(name, root, split, _parse_class_list(classes, "--register-voc")))
+        classes = _parse_class_list(classes, "--register-voc")
+        names.append(register_voc(name, root, split, classes, missing))
     if args.register_negatives:
         thing_classes = _negatives_classes(args, names)
         names += [
