@@ -28,6 +28,7 @@ from .validation import (
     find_annotation_problem,
 )
 from .voc import load_voc_with_negatives, register_voc
+from .yolo import load_yolo_with_negatives, register_yolo_with_negatives
 
 __all__ = [
     "BOUNDARY_TOLERANCE_PX",
@@ -53,6 +54,7 @@ __all__ = [
     "load_coco_with_negatives",
     "load_negative_folder",
     "load_voc_with_negatives",
+    "load_yolo_with_negatives",
     "name_id_offset",
     "register_coco_with_negatives",
     "register_from_args",
@@ -60,4 +62,5 @@ __all__ = [
     "register_subset",
     "register_synthetic_splits",
     "register_voc",
+    "register_yolo_with_negatives",
 ]

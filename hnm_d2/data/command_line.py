@@ -1,5 +1,5 @@
 """The command-line flags that register datasets (--register-coco, --register-voc,
---register-negatives, --register-subset), shared by every hnm_d2 launcher."""
+--register-yolo, --register-negatives, --register-subset), shared by every hnm_d2 launcher."""
 
 import argparse
 from typing import List
@@ -11,6 +11,7 @@ from .negative_folder import register_negative_folder
 from .registration import MISSING_IMAGE_POLICIES
 from .subsets import register_subset
 from .voc import register_voc
+from .yolo import register_yolo_with_negatives
 
 __all__ = ["add_registration_arguments", "register_from_args"]
 
@@ -19,7 +20,8 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     """Add the dataset-registration flags to a launcher's parser; returns the parser.
 
     The folders of --register-negatives take their class names from --negatives-classes, or
-    else from the first --register-coco dataset, or else from the first --register-voc one.
+    else from the first --register-coco dataset, or else from the first --register-voc one,
+    or else from the first --register-yolo one.
     """
     group = parser.add_argument_group("dataset registration (hnm_d2)")
     group.add_argument(
@@ -38,6 +40,16 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
         metavar=("NAME", "ROOT", "SPLIT", "CLASS[,CLASS]"),
         help="register a Pascal VOC split keeping these classes; other images are negatives. "
         "SPLIT names ROOT/ImageSets/Main/SPLIT.txt, or is the path of a .txt file of file ids",
+    )
+    group.add_argument(
+        "--register-yolo",
+        nargs="+",
+        action=_YoloRegistration,
+        default=[],
+        metavar=("NAME ROOT SPLIT", "CLASS[,CLASS]"),
+        help="register a YOLO-format split (ROOT/images/SPLIT, ROOT/labels/SPLIT, class names "
+        "from ROOT/data.yaml), keeping every class or these; images without a box of them "
+        "are negatives",
     )
     group.add_argument(
         "--missing-images",
@@ -65,9 +77,28 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     group.add_argument(
         "--negatives-classes",
         metavar="CLASS[,CLASS]",
-        help="class names for --register-negatives (default: those of the first COCO/VOC one)",
+        help="class names for --register-negatives (default: those of the first COCO, VOC or "
+        "YOLO one)",
     )
     return parser
+
+
+class _YoloRegistration(argparse.Action):
+    """Appends NAME ROOT SPLIT [CLASS[,CLASS]]: three or four values.
+
+    More values mean that the config options after the flag (KEY VALUE ...) were read as its
+    values: argparse gives a flag of variable length every value up to the next flag.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) not in (3, 4):
+            parser.error(
+                f"{option_string} takes NAME ROOT SPLIT [CLASS[,CLASS]], got {len(values)} "
+                f"values {values}. If config options (KEY VALUE) follow it, put another flag "
+                f"between them, e.g. {option_string} ... --config-file FILE KEY VALUE."
+            )
+        # A new list, as argparse's "append" makes: the default list is shared by every parse.
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest), values])
 
 
 def _parse_class_list(text: str, flag: str) -> List[str]:
@@ -81,7 +112,7 @@ def register_from_args(args: argparse.Namespace) -> List[str]:
     """Perform the registrations requested by :func:`add_registration_arguments`' flags.
 
     Returns:
-        The registered dataset names, COCO first, then VOC, then negative folders,
+        The registered dataset names, COCO first, then VOC, then YOLO, then negative folders,
         then subsets (which may name any of the others as parent).
 
     Raises:
@@ -92,6 +123,9 @@ def register_from_args(args: argparse.Namespace) -> List[str]:
     for name, root, split, classes in args.register_voc:
         classes = _parse_class_list(classes, "--register-voc")
         names.append(register_voc(name, root, split, classes, missing))
+    for name, root, split, *classes in args.register_yolo:
+        classes = _parse_class_list(classes[0], "--register-yolo") if classes else None
+        names.append(register_yolo_with_negatives(name, root, split, classes))
     if args.register_negatives:
         thing_classes = _negatives_classes(args, names)
         names += [
@@ -109,5 +143,6 @@ def _negatives_classes(args: argparse.Namespace, registered: List[str]) -> List[
         return list(MetadataCatalog.get(registered[0]).thing_classes)
     raise ValueError(
         "--register-negatives needs class names: add --negatives-classes CLASS[,CLASS], or "
-        "also register a --register-coco or --register-voc dataset to take them from."
+        "also register a --register-coco, --register-voc or --register-yolo dataset to take "
+        "them from."
     )
