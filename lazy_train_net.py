@@ -64,8 +64,8 @@ def check_datasets_registered(cfg, parts):
                 raise KeyError(
                     f"{key} names the dataset {name!r}, which is not registered. Pass "
                     "--synthetic DIR for the synthetic_* splits, or register it with "
-                    "--register-coco, --register-voc or --register-negatives, or set "
-                    f"{key}=<a registered dataset>."
+                    "--register-coco, --register-voc, --register-yolo or --register-negatives, "
+                    f"or set {key}=<a registered dataset>."
                 )
 
 

@@ -20,6 +20,7 @@ setup(
         "torchvision",
         "fvcore",
         "pycocotools>=2.0.2",
+        "PyYAML",  # the YOLO loader reads data.yaml
         "opencv-python-headless",
         "matplotlib",
         "tqdm",

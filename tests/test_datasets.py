@@ -42,6 +42,11 @@ def write_coco(path, images, annotations=(), categories=({"id": 1, "name": "targ
     return path
 
 
+def write_images(image_root, images):
+    for image in images:
+        Image.new("RGB", (image["width"], image["height"])).save(image_root / image["file_name"])
+
+
 def test_bccd_platelets_split_into_201_positive_and_163_negative(bccd_root, dataset_name):
     totals = np.zeros(3, dtype=int)
     for split, expected in BCCD_PLATELETS.items():
@@ -75,6 +80,8 @@ def test_voc_xml_without_size_names_the_file(tmp_path):
     (tmp_path / "Annotations").mkdir()
     (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("img_0042\n")
     (tmp_path / "Annotations" / "img_0042.xml").write_text("<annotation></annotation>")
+    (tmp_path / "JPEGImages").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "JPEGImages" / "img_0042.jpg")
     xml_path = tmp_path / "Annotations" / "img_0042.xml"
     with pytest.raises(ValueError, match=f"{xml_path} \\(image id 42\\).*<size>"):
         load_voc_with_negatives(tmp_path, "train", ["a"])
@@ -82,6 +89,7 @@ def test_voc_xml_without_size_names_the_file(tmp_path):
 
 def test_coco_json_keeps_negatives_with_contiguous_ids(tmp_path, dataset_name):
     images = [{"id": i, "file_name": f"{i}.png", "height": 10, "width": 10} for i in (5, 9, 2)]
+    write_images(tmp_path, images)
     annotation = {"id": 1, "image_id": 9, "category_id": 7, "bbox": [1, 1, 4, 4], "iscrowd": 0}
     json_file = write_coco(
         tmp_path / "a.json", images, [annotation], [{"id": 7, "name": "b"}, {"id": 3, "name": "a"}]
@@ -178,6 +186,7 @@ def test_command_line_flags_register_datasets(tmp_path, bccd_root, dataset_name)
     json_file = write_coco(
         tmp_path / "c.json", [{"id": 1, "file_name": "n.png", "height": 8, "width": 8}]
     )
+    Image.new("RGB", (8, 8)).save(tmp_path / "n.png")
     folder = tmp_path / "negatives"
     folder.mkdir()
     Image.new("RGB", (8, 8)).save(folder / "n.png")
@@ -251,3 +260,89 @@ def test_voc_split_of_ones_own_is_a_txt_file_outside_the_dataset(bccd_root, tmp_
 def test_voc_missing_split_lists_the_splits_found(bccd_root):
     with pytest.raises(FileNotFoundError, match=r"nosuchsplit.txt does not exist.*'trainval'"):
         load_voc_with_negatives(str(bccd_root), "nosuchsplit", ["Platelets"])
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            [{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 0.9}],
+            "top level is a JSON list.*"
+            "is an object .*images.*annotations.*categories.*results file",
+        ),
+        ("images.json", "top level is a JSON string; a COCO instances file is an object"),
+        ({"images": {"1": "a.png"}}, "'images' is a JSON object; it must be a list"),
+    ],
+)
+def test_coco_file_of_the_wrong_shape_says_what_was_expected(tmp_path, content, message):
+    json_file = tmp_path / "shape.json"
+    json_file.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=f"{json_file}: .*{message}"):
+        register_coco_with_negatives("never_registered", json_file, tmp_path)
+
+
+def coco_with_a_missing_image(tmp_path):
+    images = [{"id": i, "file_name": f"{i}.png", "height": 8, "width": 8} for i in (1, 2, 3)]
+    write_images(tmp_path, images[:2])
+    annotation = {"id": 1, "image_id": 3, "category_id": 1, "bbox": [1, 1, 4, 4], "iscrowd": 0}
+    return write_coco(tmp_path / "c.json", images, [annotation])
+
+
+def test_coco_image_missing_on_disk_fails_at_registration(tmp_path):
+    json_file = coco_with_a_missing_image(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=f"{json_file}: 1 of its 3 images are not on disk: "
+        f"{tmp_path / '3.png'}.*missing_images='drop'",
+    ):
+        register_coco_with_negatives("never_registered", json_file, tmp_path)
+    assert "never_registered" not in DatasetCatalog.list()
+
+
+def test_coco_image_missing_on_disk_is_left_out_under_drop(tmp_path, caplog, dataset_name):
+    json_file = coco_with_a_missing_image(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="hnm_d2.data.registration"):
+        name = register_coco_with_negatives(dataset_name(), json_file, tmp_path, "drop")
+        dicts = DatasetCatalog.get(name)
+    assert caplog.text.count("1 of its 3 images are not on disk") == 2, "at register and load"
+    assert str(tmp_path / "3.png") in caplog.text
+    assert [d["image_id"] for d in dicts] == [1, 2]
+    # COCOEvaluator would evaluate on the whole JSON and count 3.png's object as missed.
+    assert not hasattr(MetadataCatalog.get(name), "json_file")
+
+
+def test_every_image_missing_is_an_error_under_either_policy(tmp_path):
+    json_file = write_coco(
+        tmp_path / "c.json", [{"id": 1, "file_name": "x.png", "height": 8, "width": 8}]
+    )
+    for policy in ("error", "drop"):
+        with pytest.raises(ValueError, match=f"1 of its 1 images .* Check IMAGE_ROOT {tmp_path}"):
+            register_coco_with_negatives("never_registered", json_file, tmp_path, policy)
+
+
+def test_voc_image_missing_on_disk_fails_at_registration_or_is_left_out(
+    bccd_root, tmp_path, caplog, dataset_name
+):
+    split_file = tmp_path / "split.txt"
+    split_file.write_text("BloodImage_00011\nBloodImage_99999\n")
+    missing = bccd_root / "JPEGImages" / "BloodImage_99999.jpg"
+    with pytest.raises(ValueError, match=f"1 of its 2 images are not on disk: {missing}"):
+        register_voc("never_registered", bccd_root, str(split_file), ["Platelets"])
+    name = register_voc(dataset_name(), bccd_root, str(split_file), ["Platelets"], "drop")
+    with caplog.at_level(logging.WARNING, logger="hnm_d2.data.registration"):
+        dicts = DatasetCatalog.get(name)
+    assert [d["image_id"] for d in dicts] == [11], "the missing image's XML is not read"
+    assert str(missing) in caplog.text
+
+
+def test_missing_images_flag_applies_to_coco_and_voc(tmp_path, bccd_root, dataset_name):
+    json_file = coco_with_a_missing_image(tmp_path)
+    split_file = tmp_path / "split.txt"
+    split_file.write_text("BloodImage_00011\nBloodImage_99999\n")
+    coco, voc = dataset_name(), dataset_name()
+    flags = ["--register-coco", coco, str(json_file), str(tmp_path)]
+    flags += ["--register-voc", voc, str(bccd_root), str(split_file), "Platelets"]
+    with pytest.raises(ValueError, match="not on disk"):
+        register_from_args(parse(*flags))
+    register_from_args(parse(*flags, "--missing-images", "drop"))
+    assert len(DatasetCatalog.get(coco)) == 2 and len(DatasetCatalog.get(voc)) == 1

@@ -191,6 +191,9 @@ def test_coco_registration_loads_every_image_or_raises_naming_the_file(
     tmp_path, images, annos, categories
 ):
     json_file = tmp_path / "fuzz.json"
+    # The file names the entries may take are on disk: registration checks that they are.
+    for file_name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / file_name)
     content = {"images": images, "annotations": annos}
     if categories is not None:
         content["categories"] = categories

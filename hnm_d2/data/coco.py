@@ -1,33 +1,35 @@
 """COCO JSON with negative images: the JSON is validated before detectron2's ``load_coco_json``
-reads it, so a malformed file fails naming the file, the entry and the field.
+reads it, so a malformed file fails naming the file, the entry and the field, and its images
+are checked to be on disk when it is registered, not when the mapper first reaches one.
 
 An image of the JSON without annotations is a negative image (see :mod:`.registration`).
 """
 
 import json
 import os
-from typing import List
+from typing import List, Set
 
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .registration import log_composition, set_dataset_metadata
+from .registration import images_not_on_disk, log_composition, set_dataset_metadata
 
 __all__ = ["load_coco_with_negatives", "register_coco_with_negatives"]
 
 
-def _validate_coco_json(json_file: str) -> List[str]:
-    """Validate a COCO JSON's images and return its class names, ordered by category id.
+def _validate_coco_json(json_file: str) -> dict:
+    """Read and validate a COCO JSON; returns its content.
 
     Raises:
-        ValueError: the file is not JSON, has no images, repeats an image id, or has no
-            categories.
+        ValueError: the file is not JSON, is not an object of lists, has no images, repeats an
+            image id, or has no categories.
     """
     try:
         with open(json_file) as f:
             content = json.load(f)
     except json.JSONDecodeError as err:
         raise ValueError(f"{json_file} is not valid JSON ({err}): fix or regenerate it.") from err
+    _check_coco_shape(json_file, content)
     images = content.get("images") or []
     if not images:
         raise ValueError(
@@ -46,7 +48,47 @@ def _validate_coco_json(json_file: str) -> List[str]:
     for index, category in enumerate(categories):
         _check_coco_entry(json_file, "categories", index, category, _COCO_CATEGORY_FIELDS)
     _check_coco_annotations(json_file, content.get("annotations") or [], images, categories)
-    return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    return content
+
+
+def _class_names(content: dict) -> List[str]:
+    """The class names of a validated COCO JSON, ordered by category id."""
+    return [c["name"] for c in sorted(content["categories"], key=lambda c: c["id"])]
+
+
+def _missing_images(json_file: str, image_root: str, content: dict, policy: str) -> Set[str]:
+    # The paths load_coco_json gives the dataset dicts' "file_name".
+    paths = [os.path.join(image_root, image["file_name"]) for image in content["images"]]
+    folder = f"IMAGE_ROOT {image_root} (the JSON's file names are relative to it)"
+    return images_not_on_disk(f"COCO {json_file}", paths, policy, folder)
+
+
+def _check_coco_shape(json_file: str, content) -> None:
+    """The top level must be an object of lists (pycocotools and load_coco_json fail on
+    anything else without naming the file); a list there is most often a results file."""
+    if not isinstance(content, dict):
+        hint = (
+            " A list of detections is a COCO results file, not a dataset: give the instances "
+            "file (e.g. instances_train.json)."
+            if isinstance(content, list)
+            else ""
+        )
+        raise ValueError(
+            f"{json_file}: the top level is a JSON {_json_type(content)}; a COCO instances file "
+            'is an object {"images": [...], "annotations": [...], "categories": [...]}.' + hint
+        )
+    for section in ("images", "annotations", "categories"):
+        value = content.get(section)
+        if value is not None and not isinstance(value, list):
+            raise ValueError(
+                f"{json_file}: '{section}' is a JSON {_json_type(value)}; it must be a list "
+                "of objects."
+            )
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
 
 
 def _is_int(value) -> bool:
@@ -128,7 +170,9 @@ def _check_unique_image_ids(json_file: str, images: List[dict]) -> None:
         seen[image_id] = image.get("file_name")
 
 
-def load_coco_with_negatives(json_file: str, image_root: str, dataset_name: str) -> List[dict]:
+def load_coco_with_negatives(
+    json_file: str, image_root: str, dataset_name: str, missing_images: str = "error"
+) -> List[dict]:
     """Load a COCO JSON, keeping images without annotations as negatives.
 
     detectron2's ``load_coco_json`` already keeps every image of the JSON (an image without
@@ -139,6 +183,8 @@ def load_coco_with_negatives(json_file: str, image_root: str, dataset_name: str)
         image_root: folder that the JSON's file names are relative to.
         dataset_name: metadata entry that ``load_coco_json`` fills with thing_classes and the
             map from JSON category ids to contiguous ids 0 .. C - 1.
+        missing_images: what to do with an image of the JSON that is not on disk: "error"
+            raises naming it, "drop" leaves it out with a warning that counts and names it.
 
     Returns:
         Dataset dicts with XYWH_ABS boxes and contiguous category ids.
@@ -146,23 +192,39 @@ def load_coco_with_negatives(json_file: str, image_root: str, dataset_name: str)
     Raises:
         ValueError: see ``register_coco_with_negatives``.
     """
-    thing_classes = _validate_coco_json(json_file)
-    dataset_dicts = load_coco_json(json_file, image_root, dataset_name)
-    log_composition(f"COCO {json_file}", dataset_dicts, len(thing_classes))
+    content = _validate_coco_json(json_file)
+    missing = _missing_images(json_file, image_root, content, missing_images)
+    dataset_dicts = [
+        d
+        for d in load_coco_json(json_file, image_root, dataset_name)
+        if d["file_name"] not in missing
+    ]
+    log_composition(f"COCO {json_file}", dataset_dicts, len(_class_names(content)))
     return dataset_dicts
 
 
-def register_coco_with_negatives(name: str, json_file: str, image_root: str) -> str:
+def register_coco_with_negatives(
+    name: str, json_file: str, image_root: str, missing_images: str = "error"
+) -> str:
     """Register a COCO JSON whose images without annotations are negative images.
 
-    The JSON is read at once to validate it and set thing_classes; metadata json_file is set
-    because ``load_coco_json`` keeps the JSON's image ids, so COCOEvaluator can use the file.
+    The JSON is read at once to validate it, to check that its images are on disk (see
+    ``missing_images`` in :func:`load_coco_with_negatives`) and to set thing_classes. Metadata
+    json_file is set because ``load_coco_json`` keeps the JSON's image ids, so COCOEvaluator
+    can use the file; it is left out when images are dropped, since the evaluator would count
+    the dropped images' objects as missed.
 
     Raises:
-        ValueError: the JSON has no images, repeats an image id, or has no categories.
+        ValueError: the JSON is not an object of lists, has no images, repeats an image id,
+            has no categories or a malformed entry, or lists an image that is not on disk
+            (``missing_images`` "error"; every image missing, under either policy).
     """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    thing_classes = _validate_coco_json(json_file)
-    DatasetCatalog.register(name, lambda: load_coco_with_negatives(json_file, image_root, name))
-    set_dataset_metadata(name, thing_classes, json_file=json_file, image_root=image_root)
+    content = _validate_coco_json(json_file)
+    missing = _missing_images(json_file, image_root, content, missing_images)
+    DatasetCatalog.register(
+        name, lambda: load_coco_with_negatives(json_file, image_root, name, missing_images)
+    )
+    evaluation_json = {} if missing else {"json_file": json_file}
+    set_dataset_metadata(name, _class_names(content), image_root=image_root, **evaluation_json)
     return name

@@ -1,5 +1,5 @@
 """The command-line flags that register datasets (--register-coco, --register-voc,
---register-negatives, --register-subset), shared by every hnm_d2 launcher."""
+--register-yolo, --register-negatives, --register-subset), shared by every hnm_d2 launcher."""
 
 import argparse
 from typing import List
@@ -8,8 +8,10 @@ from detectron2.data import MetadataCatalog
 
 from .coco import register_coco_with_negatives
 from .negative_folder import register_negative_folder
+from .registration import MISSING_IMAGE_POLICIES
 from .subsets import register_subset
 from .voc import register_voc
+from .yolo import register_yolo_with_negatives
 
 __all__ = ["add_registration_arguments", "register_from_args"]
 
@@ -18,7 +20,8 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     """Add the dataset-registration flags to a launcher's parser; returns the parser.
 
     The folders of --register-negatives take their class names from --negatives-classes, or
-    else from the first --register-coco dataset, or else from the first --register-voc one.
+    else from the first --register-coco dataset, or else from the first --register-voc one,
+    or else from the first --register-yolo one.
     """
     group = parser.add_argument_group("dataset registration (hnm_d2)")
     group.add_argument(
@@ -39,6 +42,23 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
         "SPLIT names ROOT/ImageSets/Main/SPLIT.txt, or is the path of a .txt file of file ids",
     )
     group.add_argument(
+        "--register-yolo",
+        nargs="+",
+        action=_YoloRegistration,
+        default=[],
+        metavar=("NAME ROOT SPLIT", "CLASS[,CLASS]"),
+        help="register a YOLO-format split (ROOT/images/SPLIT, ROOT/labels/SPLIT, class names "
+        "from ROOT/data.yaml), keeping every class or these; images without a box of them "
+        "are negatives",
+    )
+    group.add_argument(
+        "--missing-images",
+        choices=MISSING_IMAGE_POLICIES,
+        default="error",
+        help="an image that a --register-coco/--register-voc dataset lists but the disk lacks: "
+        "error (default) when registering, or drop it with a warning that names it",
+    )
+    group.add_argument(
         "--register-negatives",
         nargs=2,
         action="append",
@@ -57,9 +77,28 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
     group.add_argument(
         "--negatives-classes",
         metavar="CLASS[,CLASS]",
-        help="class names for --register-negatives (default: those of the first COCO/VOC one)",
+        help="class names for --register-negatives (default: those of the first COCO, VOC or "
+        "YOLO one)",
     )
     return parser
+
+
+class _YoloRegistration(argparse.Action):
+    """Appends NAME ROOT SPLIT [CLASS[,CLASS]]: three or four values.
+
+    More values mean that the config options after the flag (KEY VALUE ...) were read as its
+    values: argparse gives a flag of variable length every value up to the next flag.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) not in (3, 4):
+            parser.error(
+                f"{option_string} takes NAME ROOT SPLIT [CLASS[,CLASS]], got {len(values)} "
+                f"values {values}. If config options (KEY VALUE) follow it, put another flag "
+                f"between them, e.g. {option_string} ... --config-file FILE KEY VALUE."
+            )
+        # A new list, as argparse's "append" makes: the default list is shared by every parse.
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest), values])
 
 
 def _parse_class_list(text: str, flag: str) -> List[str]:
@@ -73,15 +112,20 @@ def register_from_args(args: argparse.Namespace) -> List[str]:
     """Perform the registrations requested by :func:`add_registration_arguments`' flags.
 
     Returns:
-        The registered dataset names, COCO first, then VOC, then negative folders, then
-        subsets (which may name any of the others as parent).
+        The registered dataset names, COCO first, then VOC, then YOLO, then negative folders,
+        then subsets (which may name any of the others as parent).
 
     Raises:
         ValueError: --register-negatives without any source of class names.
     """
-    names = [register_coco_with_negatives(*spec) for spec in args.register_coco]
+    missing = args.missing_images
+    names = [register_coco_with_negatives(*spec, missing) for spec in args.register_coco]
     for name, root, split, classes in args.register_voc:
-        names.append(register_voc(name, root, split, _parse_class_list(classes, "--register-voc")))
+        classes = _parse_class_list(classes, "--register-voc")
+        names.append(register_voc(name, root, split, classes, missing))
+    for name, root, split, *classes in args.register_yolo:
+        classes = _parse_class_list(classes[0], "--register-yolo") if classes else None
+        names.append(register_yolo_with_negatives(name, root, split, classes))
     if args.register_negatives:
         thing_classes = _negatives_classes(args, names)
         names += [
@@ -99,5 +143,6 @@ def _negatives_classes(args: argparse.Namespace, registered: List[str]) -> List[
         return list(MetadataCatalog.get(registered[0]).thing_classes)
     raise ValueError(
         "--register-negatives needs class names: add --negatives-classes CLASS[,CLASS], or "
-        "also register a --register-coco or --register-voc dataset to take them from."
+        "also register a --register-coco, --register-voc or --register-yolo dataset to take "
+        "them from."
     )

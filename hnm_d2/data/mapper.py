@@ -29,6 +29,7 @@ from ..config import validate_hnm_config
 from ..key_check import check_hnm_keys_are_used
 from .validation import (
     InvalidAnnotationError,
+    annotation_origin,
     describe_annotation,
     find_annotation_problem,
 )
@@ -144,7 +145,11 @@ class NegativeAwareDatasetMapper(DatasetMapper):
                 valid.append(annotation)
                 continue
             description = describe_annotation(
-                dataset_dict.get("file_name"), dataset_dict.get("image_id"), index, reason
+                dataset_dict.get("file_name"),
+                dataset_dict.get("image_id"),
+                index,
+                reason,
+                annotation_origin(annotation),
             )
             if self.invalid_annotation_policy == "error":
                 raise InvalidAnnotationError(

@@ -10,34 +10,17 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog
-from PIL import Image
 
-from .registration import name_id_offset, set_dataset_metadata
+from .registration import (
+    IMAGE_EXTENSIONS,
+    image_size_after_exif,
+    name_id_offset,
+    set_dataset_metadata,
+)
 
-__all__ = ["IMAGE_EXTENSIONS", "load_negative_folder", "register_negative_folder"]
+__all__ = ["load_negative_folder", "register_negative_folder"]
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-# EXIF orientations that rotate by 90 or 270 degrees: detectron2's read_image applies them,
-# so the decoded image has width and height swapped relative to the file header.
-_TRANSPOSING_EXIF_ORIENTATIONS = (5, 6, 7, 8)
-_EXIF_ORIENTATION_TAG = 0x0112
-
-
-def _image_size_after_exif(path: Path) -> tuple:
-    """(height, width) of an image as detectron2's read_image will decode it; header only."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
-    except OSError as err:
-        raise ValueError(
-            f"Cannot read image {path} ({err}): fix or remove the file from the folder."
-        ) from err
-    if orientation in _TRANSPOSING_EXIF_ORIENTATIONS:
-        return width, height
-    return height, width
 
 
 def load_negative_folder(folder: str, id_offset: int) -> List[dict]:
@@ -71,7 +54,7 @@ def load_negative_folder(folder: str, id_offset: int) -> List[dict]:
         )
     dataset_dicts = []
     for index, path in enumerate(images):
-        height, width = _image_size_after_exif(path)
+        height, width = image_size_after_exif(path)
         dataset_dicts.append(
             {
                 "file_name": str(path),

@@ -60,7 +60,8 @@ def register_subset(name, parent, kind):
     if parent not in DatasetCatalog.list():
         raise KeyError(
             f"Cannot register '{name}' as the {kind} of '{parent}': '{parent}' is not a "
-            "registered dataset. Register it first (e.g. --register-voc/--register-coco)."
+            "registered dataset. Register it first (e.g. --register-voc/--register-coco/"
+            "--register-yolo)."
         )
     if name in DatasetCatalog.list():
         return name

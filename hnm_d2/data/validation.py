@@ -16,6 +16,10 @@ touches the right border ends exactly at the width, but hand-made VOC files ofte
 width + 1 (an inclusive index taken as exclusive). Such boxes are harmless because detectron2
 clips every box to the image when it transforms it; anything further out means the box belongs
 to another image size or coordinate frame, and is reported.
+
+A loader whose annotation files have lines (YOLO's label files) says where an annotation came
+from under the annotation's ``"origin"`` key, e.g. "labels/train/a.txt line 3 '0 0.5 0.5 0 0.1'";
+every description of an invalid annotation names it, so the message leads to the line to fix.
 """
 
 import numbers
@@ -28,6 +32,7 @@ __all__ = [
     "BOUNDARY_TOLERANCE_PX",
     "InvalidAnnotationError",
     "MAX_DEGENERATE_AREA_PX",
+    "annotation_origin",
     "describe_annotation",
     "find_annotation_problem",
 ]
@@ -47,7 +52,9 @@ class InvalidAnnotationError(ValueError):
     """
 
 
-def describe_annotation(file_name: str, image_id, index: int, reason: str) -> str:
+def describe_annotation(
+    file_name: str, image_id, index: int, reason: str, origin: Optional[str] = None
+) -> str:
     """One line naming an annotation and its problem, for errors and warnings alike.
 
     Args:
@@ -55,8 +62,15 @@ def describe_annotation(file_name: str, image_id, index: int, reason: str) -> st
         image_id: the dataset dict's "image_id".
         index: position of the annotation in the dataset dict's "annotations" list.
         reason: what is wrong, as returned by :func:`find_annotation_problem`.
+        origin: where in an annotation file it came from (:func:`annotation_origin`), if known.
     """
-    return f"annotation #{index} of image id {image_id!r} ({file_name}): {reason}"
+    where = f"; from {origin}" if origin else ""
+    return f"annotation #{index} of image id {image_id!r} ({file_name}{where}): {reason}"
+
+
+def annotation_origin(annotation) -> Optional[str]:
+    """The annotation's "origin" (the line of an annotation file it came from), or None."""
+    return annotation.get("origin") if isinstance(annotation, dict) else None
 
 
 def find_annotation_problem(

@@ -1,4 +1,5 @@
 """Pascal VOC with a chosen subset of its classes: an image holding none of them is a negative.
+The split's images are checked to be on disk when it is registered.
 
 Image ids are the digits of each file id ("BloodImage_00338" -> 338), the same in every split.
 """
@@ -11,7 +12,7 @@ from typing import List, Sequence
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
-from .registration import log_composition, set_dataset_metadata
+from .registration import images_not_on_disk, log_composition, set_dataset_metadata
 
 __all__ = ["load_voc_with_negatives", "register_voc"]
 
@@ -47,12 +48,16 @@ def _voc_annotations(tree: ET.ElementTree, class_names: Sequence[str]) -> List[d
     return annotations
 
 
+def _voc_image_path(root: Path, file_id: str) -> str:
+    return str(root / "JPEGImages" / f"{file_id}.jpg")
+
+
 def _voc_record(root: Path, file_id: str, image_id: int, class_names: List[str]) -> dict:
     xml_path = root / "Annotations" / f"{file_id}.xml"
     try:
         tree = ET.parse(xml_path)
         return {
-            "file_name": str(root / "JPEGImages" / f"{file_id}.jpg"),
+            "file_name": _voc_image_path(root, file_id),
             "image_id": image_id,
             "height": int(tree.findtext("./size/height")),
             "width": int(tree.findtext("./size/width")),
@@ -65,7 +70,9 @@ def _voc_record(root: Path, file_id: str, image_id: int, class_names: List[str])
         ) from err
 
 
-def load_voc_with_negatives(root: str, split: str, class_names: Sequence[str]) -> List[dict]:
+def load_voc_with_negatives(
+    root: str, split: str, class_names: Sequence[str], missing_images: str = "error"
+) -> List[dict]:
     """Load a Pascal VOC split, keeping only the chosen classes.
 
     Args:
@@ -75,6 +82,9 @@ def load_voc_with_negatives(root: str, split: str, class_names: Sequence[str]) -
             read-only copy of the dataset.
         class_names: classes to keep; category id i is class_names[i]. Objects of other
             classes are left out, and an image with none of the chosen classes is a negative.
+        missing_images: what to do with a file id of the split whose JPEGImages/*.jpg is not
+            on disk: "error" raises naming it, "drop" leaves it out with a warning that counts
+            and names it.
 
     Returns:
         Dataset dicts with XYXY_ABS boxes.
@@ -82,11 +92,12 @@ def load_voc_with_negatives(root: str, split: str, class_names: Sequence[str]) -
     Raises:
         FileNotFoundError: the split file does not exist.
         ValueError: a file id has no digits, two file ids give the same image id, an XML
-            file lacks a field, or a chosen class has no object in the split.
+            file lacks a field, a chosen class has no object in the split, or an image is
+            not on disk (``missing_images`` "error"; every image, under either policy).
     """
     root, class_names = Path(root), list(class_names)
-    split_file = Path(split) if split.endswith(".txt") else root / "ImageSets/Main" / f"{split}.txt"
-    file_ids = _voc_file_ids(split_file)
+    split_file = _voc_split_file(root, split)
+    file_ids = _voc_file_ids_on_disk(root, split, missing_images)
     dataset_dicts, file_id_of_image_id = [], {}
     for file_id in file_ids:
         image_id = _voc_image_id(file_id, split_file)
@@ -100,6 +111,21 @@ def load_voc_with_negatives(root: str, split: str, class_names: Sequence[str]) -
     _check_every_class_occurs(root, split, file_ids, class_names, dataset_dicts)
     log_composition(f"VOC {root} split {split}", dataset_dicts, len(class_names))
     return dataset_dicts
+
+
+def _voc_split_file(root: Path, split: str) -> Path:
+    return Path(split) if split.endswith(".txt") else root / "ImageSets/Main" / f"{split}.txt"
+
+
+def _voc_file_ids_on_disk(root: Path, split: str, missing_images: str) -> List[str]:
+    """The split's file ids, less those whose image is missing (under "drop"); the XML of a
+    missing image is not read, as it is often missing too."""
+    file_ids = _voc_file_ids(_voc_split_file(root, split))
+    paths = [_voc_image_path(root, file_id) for file_id in file_ids]
+    missing = images_not_on_disk(
+        f"VOC {root} split {split}", paths, missing_images, f"{root}/JPEGImages"
+    )
+    return [f for f, path in zip(file_ids, paths) if path not in missing]
 
 
 def _voc_file_ids(split_file: Path) -> List[str]:
@@ -130,9 +156,17 @@ def _check_every_class_occurs(root, split, file_ids, class_names, dataset_dicts)
         )
 
 
-def register_voc(name: str, root: str, split: str, class_names: Sequence[str]) -> str:
-    """Register a Pascal VOC split with a subset of its classes; see load_voc_with_negatives."""
+def register_voc(
+    name: str, root: str, split: str, class_names: Sequence[str], missing_images: str = "error"
+) -> str:
+    """Register a Pascal VOC split with a subset of its classes; see load_voc_with_negatives.
+
+    The split file is read at once, to check that its images are on disk (``missing_images``).
+    """
     root, class_names = os.fspath(root), list(class_names)
-    DatasetCatalog.register(name, lambda: load_voc_with_negatives(root, split, class_names))
+    _voc_file_ids_on_disk(Path(root), split, missing_images)
+    DatasetCatalog.register(
+        name, lambda: load_voc_with_negatives(root, split, class_names, missing_images)
+    )
     set_dataset_metadata(name, class_names, dirname=root, split=split)
     return name

@@ -23,7 +23,8 @@ def _pool_records(dataset_name):
         raise ValueError(
             f"Mining pool '{dataset_name}' (--negative-pool / HNM.MINING.POOL) is not a registered "
             "dataset: register it with --register-negatives NAME DIR, --register-coco, "
-            "--register-voc, or --synthetic DIR (which registers synthetic_pool)."
+            "--register-voc, --register-yolo, or --synthetic DIR (which registers "
+            "synthetic_pool)."
         )
     records = DatasetCatalog.get(dataset_name)
     for index, record in enumerate(records):
