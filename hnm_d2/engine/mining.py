@@ -20,6 +20,8 @@ Files under OUTPUT_DIR/mining/, written by the main process, each atomically:
     round_K_mined.png        the chosen images with the detections that got them chosen
     round_K.json             round K's summary, written once it is trained and evaluated
     report.json, curves.png  every round so far
+    review.html, review/     every round's chosen images, for a person to judge; written with
+                             each selection (:mod:`hnm_d2.engine.review_page`)
 
 Resume (the same command again): a round with round_K.json is done and read back; a round with
 a selection but no summary reuses the selection and resumes training from round_K/'s last
@@ -51,6 +53,7 @@ from .mining_state import (
     start_or_resume,
 )
 from .pool_scoring import mine_pool
+from .review_page import write_review_page
 from .trainer import HNMTrainer
 
 __all__ = [
@@ -213,8 +216,14 @@ class MiningLoop:
                 f"MODEL.ROI_HEADS.SCORE_THRESH_TEST = {threshold} from round {k - 1}'s model: "
                 "the pool is exhausted (a lower threshold lets lower-scored images be mined)",
             )
-        selection = {"round": k, "scored_with": self._layout.final_weights(k - 1), **choice}
+        selection = {
+            "round": k,
+            "scored_with": self._layout.final_weights(k - 1),
+            "thing_classes": self._thing_classes,  # to label the detections on the review page
+            **choice,
+        }
         write_json_atomically(self._layout.selection(k), selection)
+        write_review_page(self._layout)  # to judge the images while the round trains
         return selection
 
     @property

@@ -1,12 +1,14 @@
 """What a mining run records to resume safely: the layout of its files, the settings it was
 started with (a resume must keep them), how its files are read back (:func:`read_json`, with
-:class:`MiningStateError` for one that cannot be used), and the main process's view of them.
+:class:`MiningStateError` for one that cannot be used; :func:`read_choices` for the images
+mining chose), and the main process's view of them.
 
 Distributed: every decision read from a file is the main process's, broadcast to the others.
 """
 
 import json
 import os
+import re
 
 from detectron2.utils import comm
 
@@ -19,6 +21,7 @@ __all__ = [
     "mining_settings",
     "check_settings",
     "start_or_resume",
+    "read_choices",
     "main_process_value",
     "read_on_main_process",
 ]
@@ -54,6 +57,11 @@ class MiningLayout:
         self.settings = os.path.join(self.root, "settings.json")
         self.report = os.path.join(self.root, "report.json")
         self.curves = os.path.join(self.root, "curves.png")
+        self.review_page = os.path.join(self.root, "review.html")
+        self.review_dir = os.path.join(self.root, "review")  # the page's thumbnails
+        # The verdicts mining obeys: every verdicts file given so far, merged.
+        self.applied_verdicts = os.path.join(self.root, "verdicts_applied.json")
+        self.to_annotate = os.path.join(self.root, "to_annotate.json")
 
     def round_dir(self, k):
         return os.path.join(self.root, f"round_{k}")
@@ -69,6 +77,43 @@ class MiningLayout:
 
     def mined_plot(self, k):
         return os.path.join(self.root, f"round_{k}_mined.png")
+
+    def step(self, k):
+        """Online mining step k's choice."""
+        return os.path.join(self.root, f"step_{k}.json")
+
+    def step_plot(self, k):
+        return os.path.join(self.root, f"step_{k}_mined.png")
+
+
+# The files that record which pool images mining chose, by kind: a round's selection, an
+# online step.
+_CHOICE_FILES = {
+    "round": re.compile(r"round_(\d+)_selection\.json"),
+    "step": re.compile(r"step_(\d+)\.json"),
+}
+
+
+def read_choices(layout):
+    """Every choice of the run in ``layout``: the rounds' selections or the online steps.
+
+    Returns:
+        list[dict]: in round (step) order, each "kind" ("round" or "step"), "number", "file"
+        and "choice" (the file's content: "images", hardest first, each with "file_name",
+        "score" and "detections"; and "thing_classes" since hnm_d2 writes it).
+    """
+    if not os.path.isdir(layout.root):
+        return []
+    found = []
+    for name in os.listdir(layout.root):
+        for kind, pattern in _CHOICE_FILES.items():
+            match = pattern.fullmatch(name)
+            if match:
+                found.append((kind, int(match.group(1)), os.path.join(layout.root, name)))
+    return [
+        {"kind": kind, "number": number, "file": path, "choice": read_json(path)}
+        for kind, number, path in sorted(found)
+    ]
 
 
 # The config keys that shape what each round trains and chooses, as key prefixes (SEED: the

@@ -16,6 +16,8 @@ draws only its active part, which mining grows. Files under OUTPUT_DIR/mining/:
     step_K.json            step K's chosen images with their scores and detections
     step_K_mined.png       those images with the detections that got them chosen
     report.json, curves.png  every step so far, and the final evaluation
+    review.html, review/   every step's chosen images, for a person to judge; written with
+                           each step (:mod:`hnm_d2.engine.review_page`)
 
 Resume (the same command again, or --resume): the steps done are part of the trainer's state in
 its checkpoint (detectron2 saves hooks' state), so a resumed run re-activates their images and
@@ -43,6 +45,7 @@ from .mining_pool import open_checked_pool
 from .mining_report import added_images_entry, plot_mined_images, plot_online_curves
 from .mining_state import MiningLayout, main_process_value, mining_settings, start_or_resume
 from .pool_scoring import mine_pool
+from .review_page import write_review_page
 from .trainer import HNMTrainer
 
 __all__ = ["OnlineMiningTrainer", "OnlineMiningHook", "mining_period", "run_online_mining"]
@@ -149,7 +152,9 @@ class OnlineMiningHook(HookBase):
         )
         if not comm.is_main_process():
             return None
-        summary = {"step": step, "iteration": iteration, **choice}
+        # thing_classes: to label the detections on the review page.
+        thing_classes = self._layout.metadata.get("thing_classes", None)
+        summary = {"step": step, "iteration": iteration, "thing_classes": thing_classes, **choice}
         self._write_step_files(summary)
         return summary
 
@@ -185,6 +190,7 @@ class OnlineMiningHook(HookBase):
             title=f"Step {summary['step']} (iteration {summary['iteration']}): images mined",
         )
         write_json_atomically(self._layout.step(summary["step"]), summary)
+        write_review_page(self._layout)
 
     def state_dict(self):
         # Saved with the trainer's state in each checkpoint, so --resume re-activates them.
@@ -224,18 +230,12 @@ class OnlineMiningTrainer(HNMTrainer):
 
 
 class OnlineLayout(MiningLayout):
-    """MiningLayout plus the online run's files."""
+    """MiningLayout plus the online run's training folder and metadata."""
 
     def __init__(self, output_dir, metadata):
         super().__init__(output_dir)
         self.training_dir = os.path.join(self.root, "online")
         self.metadata = metadata  # to draw the mined images
-
-    def step(self, k):
-        return os.path.join(self.root, f"step_{k}.json")
-
-    def step_plot(self, k):
-        return os.path.join(self.root, f"step_{k}_mined.png")
 
 
 def run_online_mining(cfg):
