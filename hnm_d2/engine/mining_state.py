@@ -1,11 +1,13 @@
 """What a mining run records to resume safely: the layout of its files, the settings it was
-started with (a resume must keep them), how its files are read back (:func:`read_json`, with
-:class:`MiningStateError` for one that cannot be used; :func:`read_choices` for the images
-mining chose), and the main process's view of them.
+started with (a resume must keep them; the verdicts files it obeyed are added as they come), how
+its files are read back (:func:`read_json`, with :class:`MiningStateError` for one that cannot be
+used; :func:`read_choices` for the images mining chose), and the main process's view of them.
 
 Distributed: every decision read from a file is the main process's, broadcast to the others.
 """
 
+import datetime
+import hashlib
 import json
 import os
 import re
@@ -21,6 +23,7 @@ __all__ = [
     "mining_settings",
     "check_settings",
     "start_or_resume",
+    "record_verdicts_file",
     "read_choices",
     "main_process_value",
     "read_on_main_process",
@@ -210,3 +213,30 @@ def start_or_resume(layout, settings, logger):
         logger.info("Resuming the mining run in %s.", layout.root)
     elif comm.is_main_process():
         write_json_atomically(layout.settings, settings)
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def record_verdicts_file(layout, path, counts):
+    """Add a verdicts file to settings.json's "verdicts_files", unless it is the last one there.
+
+    Unlike the settings above, the verdicts may change from one resume to the next (a person
+    judges the images of each round as they come); settings.json keeps each file given, in
+    order, with its checksum and what it judged, so the folder says what every later round
+    obeyed. Main process only.
+
+    Args:
+        path (str): the verdicts file given to this run.
+        counts (dict): verdict -> images the file judges so.
+    """
+    settings = read_json(layout.settings)
+    recorded = settings.setdefault("verdicts_files", [])
+    entry = {"file": os.path.abspath(path), "sha256": _sha256(path), "verdicts": counts}
+    if recorded and {k: recorded[-1].get(k) for k in entry} == entry:
+        return
+    now = datetime.datetime.now(datetime.timezone.utc)
+    recorded.append({**entry, "given_at": now.isoformat(timespec="seconds")})
+    write_json_atomically(layout.settings, settings)
