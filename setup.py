@@ -25,7 +25,7 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "hypothesis", "selenium"]},
     entry_points={
         "console_scripts": ["hnm-mine=hnm_d2.mine:main", "hnm-review=hnm_d2.review:main"]
     },
