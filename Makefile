@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hnm_d2-installed
 
-.PHONY: demo test test-upstream venv clean-demo
+.PHONY: demo test test-upstream venv clean-demo browser
 
 venv: $(STAMP)
 
@@ -25,8 +25,16 @@ $(STAMP): requirements.txt setup.py
 demo: $(STAMP)
 	$(PY) -m hnm_d2.demo --output output/demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q tests
+# tests/test_review_browser.py opens the mining review page in Debian's headless Chromium; CI
+# runs as root, and gets chromium and chromium-driver installed here where they are missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  test "$$(id -u)" = 0 || { echo "The browser test needs Chromium: sudo apt-get install -y chromium chromium-driver"; exit 1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+# HNM_REQUIRE_BROWSER: the browser test fails instead of skipping when Chromium is missing.
+test: $(STAMP) browser
+	HNM_REQUIRE_BROWSER=1 $(PY) -m pytest -q tests
 
 # The suite against an upstream detectron2 source checkout instead of the pinned build, which it
 # shadows through PYTHONPATH (tools/prepare_upstream_d2.sh makes one from a tag or branch):

@@ -11,6 +11,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.8",
     packages=find_packages(exclude=("tests", "benchmarks")),
+    # The review page's template, script and style, inlined into each page written.
+    package_data={"hnm_d2.engine": ["review_assets/*"]},
     # detectron2 itself is deliberately not listed: it is not on PyPI under its own name, and
     # users bring their own build (upstream from source, or a registry build such as
     # sal-detectron2), 0.6 or later: the README's Compatibility section gives the suite's result
@@ -25,6 +27,8 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "hypothesis"]},
-    entry_points={"console_scripts": ["hnm-mine=hnm_d2.mine:main"]},
+    extras_require={"test": ["pytest", "hypothesis", "selenium"]},
+    entry_points={
+        "console_scripts": ["hnm-mine=hnm_d2.mine:main", "hnm-review=hnm_d2.review:main"]
+    },
 )

@@ -146,6 +146,10 @@ def _add_mining_keys(cfg):
     # images into the training stream; no restarts (ITERS_PER_ROUND, FROM_SCRATCH unused).
     cfg.HNM.MINING.ONLINE = False
     cfg.HNM.MINING.MINE_EVERY = 0
+    # A person's verdicts on the mined images (verdicts.json, exported by mining/review.html):
+    # images judged to hold an object, or unsure, leave training; "" = none given this run
+    # (those given before, kept in mining/verdicts_applied.json, are still obeyed).
+    cfg.HNM.MINING.VERDICTS = ""
 
 
 # Keys that no longer exist -> (the key that replaced it, how to move a config over). yacs refuses

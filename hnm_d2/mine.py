@@ -15,6 +15,11 @@ With --online there are no rounds to retrain: one run of SOLVER.MAX_ITER iterati
 schedule mines --rounds times, every --mine-every iterations, moving the --per-round hardest
 pool images into its training stream (see :mod:`hnm_d2.engine.online_mining`).
 
+After every round (step) OUTPUT_DIR/mining/review.html shows the images mined so far: judge them,
+export verdicts.json and run the same command again with --verdicts verdicts.json (and a larger
+--rounds to mine on): the next round trains without the images that hold an object or are
+unsure (see :mod:`hnm_d2.engine.verdicts`).
+
 Takes every flag of train_net.py (--num-gpus, --register-*, --synthetic, config opts) but
 --eval-only. The run always resumes from OUTPUT_DIR, so --resume changes nothing: the same
 command again continues an interrupted run, and again with a larger --rounds mines further.
@@ -73,6 +78,13 @@ def mining_argument_parser():
         "(HNM.MINING.MINE_EVERY)",
     )
     group.add_argument(
+        "--verdicts",
+        metavar="FILE",
+        help="verdicts.json exported by the review page (OUTPUT_DIR/mining/review.html): images "
+        "judged to hold an object leave training and the pool for mining/to_annotate.json, unsure "
+        "ones are left out until judged (HNM.MINING.VERDICTS)",
+    )
+    group.add_argument(
         "--from-scratch",
         action="store_true",
         default=None,
@@ -90,6 +102,7 @@ _FLAG_KEYS = {
     "from_scratch": "HNM.MINING.FROM_SCRATCH",
     "online": "HNM.MINING.ONLINE",
     "mine_every": "HNM.MINING.MINE_EVERY",
+    "verdicts": "HNM.MINING.VERDICTS",
 }
 
 

@@ -1,6 +1,8 @@
-"""Shared fixtures: the real BCCD data, the synthetic splits, throwaway dataset names, images."""
+"""Shared fixtures: the real BCCD data, the synthetic splits, a mining run, throwaway dataset
+names, images."""
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -9,8 +11,10 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
+from helpers import quick_mine_argv
 from PIL import Image
 
+from hnm_d2 import mine
 from hnm_d2.data import register_synthetic_splits
 from hnm_d2.modeling import HNMRPN
 
@@ -38,6 +42,22 @@ def synthetic_datasets(synthetic_root):
     Registered at every use (cheap: the files are generated once per session), so a test that
     unregistered them does not break the next one."""
     return register_synthetic_splits(str(synthetic_root))
+
+
+@pytest.fixture(scope="session")
+def one_mined_round(synthetic_root, tmp_path_factory):
+    """OUTPUT_DIR of a finished mining run: round 0, then round 1 adding 3 pool images.
+
+    Shared by the tests of the session: use :func:`mined_run` for a copy to run on."""
+    out = tmp_path_factory.mktemp("one_mined_round")
+    mine.main(quick_mine_argv(synthetic_root, out, "--rounds", 1, "--per-round", 3))
+    return out
+
+
+@pytest.fixture
+def mined_run(one_mined_round, tmp_path):
+    """A copy of :func:`one_mined_round`'s OUTPUT_DIR, for a test to resume or change."""
+    return Path(shutil.copytree(one_mined_round, tmp_path / "run"))
 
 
 @pytest.fixture

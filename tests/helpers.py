@@ -14,6 +14,18 @@ from detectron2.config import get_cfg
 from hnm_d2.compat import launch_runs_cpu_processes
 
 REPO = Path(__file__).resolve().parents[1]
+QUICK = str(REPO / "configs" / "quick_schedules" / "hnm_instant_test.yaml")
+
+
+def quick_mine_argv(synthetic_root, output_dir, *flags):
+    """``python -m hnm_d2.mine``'s arguments for a run on the quick schedule and the synthetic
+    data, mining synthetic_pool; SCORE_THRESH_TEST 0 makes the barely trained model's
+    detections on the pool images count."""
+    return (
+        ["--config-file", QUICK, "--synthetic", str(synthetic_root)]
+        + ["--negative-pool", "synthetic_pool", *map(str, flags)]
+        + ["OUTPUT_DIR", str(output_dir), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    )
 
 # Features of detectron2 after 0.6: on 0.6 (`make test-upstream`) their tests are skipped,
 # saying why; on any later detectron2 they run.

@@ -24,6 +24,7 @@ LAYER_OF_PREFIX = {
     "hnm_d2.evaluation": "evaluation",
     "hnm_d2.engine": "engine",
     "hnm_d2.mine": "launcher",
+    "hnm_d2.review": "launcher",
     "hnm_d2.demo": "launcher",
 }
 

@@ -20,6 +20,12 @@ Files under OUTPUT_DIR/mining/, written by the main process, each atomically:
     round_K_mined.png        the chosen images with the detections that got them chosen
     round_K.json             round K's summary, written once it is trained and evaluated
     report.json, curves.png  every round so far
+    review.html, review/     every round's chosen images, for a person to judge; written with
+                             each selection (:mod:`hnm_d2.engine.review_page`)
+    verdicts_applied.json    the verdicts obeyed (HNM.MINING.VERDICTS, merged over the runs): a
+                             round trains without the images judged to hold an object or unsure
+    to_annotate.json         the images judged to hold an object, as COCO, to annotate
+                             (:mod:`hnm_d2.engine.verdicts`)
 
 Resume (the same command again): a round with round_K.json is done and read back; a round with
 a selection but no summary reuses the selection and resumes training from round_K/'s last
@@ -51,7 +57,9 @@ from .mining_state import (
     start_or_resume,
 )
 from .pool_scoring import mine_pool
+from .review_page import write_review_page
 from .trainer import HNMTrainer
+from .verdicts import obey_verdicts
 
 __all__ = [
     "run_mining",
@@ -143,12 +151,17 @@ class MiningLoop:
         self._pool, training_images = open_checked_pool(cfg)
         self._train_names = list(cfg.DATASETS.TRAIN)
         self._train_size = len(training_images)
-        self._thing_classes = MetadataCatalog.get(self._train_names[0]).get("thing_classes")
+        self._metadata = MetadataCatalog.get(self._train_names[0])
+        self._thing_classes = self._metadata.get("thing_classes")
         self._summaries = []
+        self._verdicts = None  # obeyed from the start of run()
 
     def run(self):
         """Run (or resume) every round; returns the report (see ``build_report``)."""
         start_or_resume(self._layout, mining_settings(self._cfg), logger)
+        self._verdicts = obey_verdicts(self._cfg, self._layout, self._metadata)
+        if comm.is_main_process():
+            write_review_page(self._layout)  # with the verdicts just obeyed
         stop_reason = None
         for k in range(self._rounds + 1):
             selection = None
@@ -164,7 +177,7 @@ class MiningLoop:
         if stop_reason is not None:
             self._write_report(stop_reason)
         comm.synchronize()
-        return build_report(self._summaries, self._pool.names, self._rounds, stop_reason)
+        return self._report(stop_reason)
 
     @property
     def _rounds(self):
@@ -213,8 +226,14 @@ class MiningLoop:
                 f"MODEL.ROI_HEADS.SCORE_THRESH_TEST = {threshold} from round {k - 1}'s model: "
                 "the pool is exhausted (a lower threshold lets lower-scored images be mined)",
             )
-        selection = {"round": k, "scored_with": self._layout.final_weights(k - 1), **choice}
+        selection = {
+            "round": k,
+            "scored_with": self._layout.final_weights(k - 1),
+            "thing_classes": self._thing_classes,  # to label the detections on the review page
+            **choice,
+        }
         write_json_atomically(self._layout.selection(k), selection)
+        write_review_page(self._layout)  # to judge the images while the round trains
         return selection
 
     @property
@@ -230,16 +249,20 @@ class MiningLoop:
     def _add_to_training_set(self, k, selection):
         file_names = [image["file_name"] for image in selection["images"]]
         records = self._pool.take(file_names, self._layout.selection(k))
-        self._train_names.append(register_mined_dataset(k, records, self._thing_classes))
-        self._train_size += len(records)
+        # Judged to hold an object, or unsure: out of the pool (taken) and out of training.
+        trained = [r for r in records if r["file_name"] not in self._verdicts.withheld]
+        if trained:  # detectron2 refuses a training dataset without images
+            self._train_names.append(register_mined_dataset(k, trained, self._thing_classes))
+        self._train_size += len(trained)
         scores = [image["score"] for image in selection["images"]]
         logger.info(
-            "Round %d: %d pool images join the training set (scores %.3f to %.3f): %d training "
-            "images, %d left in the pool.",
+            "Round %d: %d pool images join the training set (scores %.3f to %.3f; %d more left "
+            "out by the verdicts): %d training images, %d left in the pool.",
             k,
-            len(records),
+            len(trained),
             max(scores),
             min(scores),
+            len(records) - len(trained),
             self._train_size,
             len(self._pool),
         )
@@ -320,10 +343,19 @@ class MiningLoop:
         # Last: its presence marks the round as done.
         write_json_atomically(self._layout.summary(k), summary)
 
+    def _report(self, stop_reason):
+        return build_report(
+            self._summaries,
+            self._pool.names,
+            self._rounds,
+            stop_reason,
+            verdicts=self._verdicts.report_entry(),
+        )
+
     def _write_report(self, stop_reason):
         if not comm.is_main_process():
             return
-        report = build_report(self._summaries, self._pool.names, self._rounds, stop_reason)
+        report = self._report(stop_reason)
         write_json_atomically(self._layout.report, report)
         plot_curves(report, self._layout.curves)
 

@@ -113,6 +113,17 @@ class CandidatePool:
         self._taken.update(file_names)
         return [self._entries[f][1] for f in file_names]
 
+    def set_aside(self, file_names):
+        """Take out of the candidates those of ``file_names`` that are still among them, never
+        to be chosen; the others (taken already, or not in the pool) are passed over.
+
+        Returns:
+            int: how many were set aside.
+        """
+        candidates = [f for f in file_names if f in self._entries and f not in self._taken]
+        self._taken.update(candidates)
+        return len(candidates)
+
 
 def check_pool_outside_training_set(pool_images, training_images):
     """Raise ValueError if an image file is both in the pool and in the training set.

@@ -97,7 +97,7 @@ def added_images_entry(images, pool_size_after):
     }
 
 
-def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
+def build_report(round_summaries, pool, rounds_requested, stop_reason=None, verdicts=None):
     """The content of report.json.
 
     Args:
@@ -105,10 +105,12 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
         pool (Sequence[str]): the pool's dataset names.
         rounds_requested (int): mining rounds asked for (round 0 not counted).
         stop_reason (str or None): why mining ended before ``rounds_requested``.
+        verdicts (dict or None): what the verdicts obeyed moved
+            (:meth:`hnm_d2.engine.verdicts.ObeyedVerdicts.report_entry`).
 
     Returns:
-        dict: "pool", "rounds_requested", "rounds_done", "stop_reason" and "rounds": per round
-        "round", the images it added (:func:`added_images_entry`), "train_size",
+        dict: "pool", "rounds_requested", "rounds_done", "stop_reason", "verdicts" and "rounds":
+        per round "round", the images it added (:func:`added_images_entry`), "train_size",
         "training_dir", "metrics" (see :func:`round_metrics`) and "results": the evaluator's
         results in the shape train_net.py writes to results.json (a lone test set's dict
         itself, else one dict per test set), so scripts can compare a mining run with a stock
@@ -119,6 +121,7 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None):
         "rounds_requested": rounds_requested,
         "rounds_done": len(round_summaries) - 1,
         "stop_reason": stop_reason,
+        "verdicts": verdicts,
         "rounds": [
             {
                 "round": s["round"],

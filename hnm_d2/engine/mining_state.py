@@ -1,12 +1,16 @@
 """What a mining run records to resume safely: the layout of its files, the settings it was
-started with (a resume must keep them), how its files are read back (:func:`read_json`, with
-:class:`MiningStateError` for one that cannot be used), and the main process's view of them.
+started with (a resume must keep them; the verdicts files it obeyed are added as they come), how
+its files are read back (:func:`read_json`, with :class:`MiningStateError` for one that cannot be
+used; :func:`read_choices` for the images mining chose), and the main process's view of them.
 
 Distributed: every decision read from a file is the main process's, broadcast to the others.
 """
 
+import datetime
+import hashlib
 import json
 import os
+import re
 
 from detectron2.utils import comm
 
@@ -19,6 +23,8 @@ __all__ = [
     "mining_settings",
     "check_settings",
     "start_or_resume",
+    "record_verdicts_file",
+    "read_choices",
     "main_process_value",
     "read_on_main_process",
 ]
@@ -54,6 +60,11 @@ class MiningLayout:
         self.settings = os.path.join(self.root, "settings.json")
         self.report = os.path.join(self.root, "report.json")
         self.curves = os.path.join(self.root, "curves.png")
+        self.review_page = os.path.join(self.root, "review.html")
+        self.review_dir = os.path.join(self.root, "review")  # the page's thumbnails
+        # The verdicts mining obeys: every verdicts file given so far, merged.
+        self.applied_verdicts = os.path.join(self.root, "verdicts_applied.json")
+        self.to_annotate = os.path.join(self.root, "to_annotate.json")
 
     def round_dir(self, k):
         return os.path.join(self.root, f"round_{k}")
@@ -69,6 +80,43 @@ class MiningLayout:
 
     def mined_plot(self, k):
         return os.path.join(self.root, f"round_{k}_mined.png")
+
+    def step(self, k):
+        """Online mining step k's choice."""
+        return os.path.join(self.root, f"step_{k}.json")
+
+    def step_plot(self, k):
+        return os.path.join(self.root, f"step_{k}_mined.png")
+
+
+# The files that record which pool images mining chose, by kind: a round's selection, an
+# online step.
+_CHOICE_FILES = {
+    "round": re.compile(r"round_(\d+)_selection\.json"),
+    "step": re.compile(r"step_(\d+)\.json"),
+}
+
+
+def read_choices(layout):
+    """Every choice of the run in ``layout``: the rounds' selections or the online steps.
+
+    Returns:
+        list[dict]: in round (step) order, each "kind" ("round" or "step"), "number", "file"
+        and "choice" (the file's content: "images", hardest first, each with "file_name",
+        "score" and "detections"; and "thing_classes" since hnm_d2 writes it).
+    """
+    if not os.path.isdir(layout.root):
+        return []
+    found = []
+    for name in os.listdir(layout.root):
+        for kind, pattern in _CHOICE_FILES.items():
+            match = pattern.fullmatch(name)
+            if match:
+                found.append((kind, int(match.group(1)), os.path.join(layout.root, name)))
+    return [
+        {"kind": kind, "number": number, "file": path, "choice": read_json(path)}
+        for kind, number, path in sorted(found)
+    ]
 
 
 # The config keys that shape what each round trains and chooses, as key prefixes (SEED: the
@@ -165,3 +213,30 @@ def start_or_resume(layout, settings, logger):
         logger.info("Resuming the mining run in %s.", layout.root)
     elif comm.is_main_process():
         write_json_atomically(layout.settings, settings)
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def record_verdicts_file(layout, path, counts):
+    """Add a verdicts file to settings.json's "verdicts_files", unless it is the last one there.
+
+    Unlike the settings above, the verdicts may change from one resume to the next (a person
+    judges the images of each round as they come); settings.json keeps each file given, in
+    order, with its checksum and what it judged, so the folder says what every later round
+    obeyed. Main process only.
+
+    Args:
+        path (str): the verdicts file given to this run.
+        counts (dict): verdict -> images the file judges so.
+    """
+    settings = read_json(layout.settings)
+    recorded = settings.setdefault("verdicts_files", [])
+    entry = {"file": os.path.abspath(path), "sha256": _sha256(path), "verdicts": counts}
+    if recorded and {k: recorded[-1].get(k) for k in entry} == entry:
+        return
+    now = datetime.datetime.now(datetime.timezone.utc)
+    recorded.append({**entry, "given_at": now.isoformat(timespec="seconds")})
+    write_json_atomically(layout.settings, settings)

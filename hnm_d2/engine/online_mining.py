@@ -16,11 +16,16 @@ draws only its active part, which mining grows. Files under OUTPUT_DIR/mining/:
     step_K.json            step K's chosen images with their scores and detections
     step_K_mined.png       those images with the detections that got them chosen
     report.json, curves.png  every step so far, and the final evaluation
+    review.html, review/   every step's chosen images, for a person to judge; written with
+                           each step (:mod:`hnm_d2.engine.review_page`)
+    verdicts_applied.json, to_annotate.json   the verdicts obeyed (:mod:`hnm_d2.engine.verdicts`)
 
 Resume (the same command again, or --resume): the steps done are part of the trainer's state in
 its checkpoint (detectron2 saves hooks' state), so a resumed run re-activates their images and
-mines on from there. Distributed: every process scores its shard of the pool; the main process
-chooses, and every process activates the same images.
+mines on from there; given verdicts (HNM.MINING.VERDICTS), it re-activates only the images not
+judged to hold an object or unsure, and those never return to the pool. Distributed: every
+process scores its shard of the pool; the main process chooses, and every process activates the
+same images.
 """
 
 import logging
@@ -43,7 +48,9 @@ from .mining_pool import open_checked_pool
 from .mining_report import added_images_entry, plot_mined_images, plot_online_curves
 from .mining_state import MiningLayout, main_process_value, mining_settings, start_or_resume
 from .pool_scoring import mine_pool
+from .review_page import write_review_page
 from .trainer import HNMTrainer
+from .verdicts import obey_verdicts
 
 __all__ = ["OnlineMiningTrainer", "OnlineMiningHook", "mining_period", "run_online_mining"]
 
@@ -119,15 +126,18 @@ class OnlineMiningData:
 class OnlineMiningHook(HookBase):
     """Every K iterations, score the pool with the training model and activate the hardest."""
 
-    def __init__(self, cfg, data, pool, layout):
+    def __init__(self, cfg, data, pool, layout, withheld=frozenset()):
         """
         Args:
             cfg (CfgNode): HNM.MINING.* and the test-time input settings used to score.
             data (OnlineMiningData): the dataset whose sampler the hook grows.
             pool (CandidatePool): the candidates; chosen images are taken out of it.
             layout (MiningLayout): where the steps' files go.
+            withheld (frozenset): file_names a person judged to hold an object, or unsure:
+                a step that chose them takes them from the pool but does not train on them.
         """
         self._cfg, self._data, self._pool, self._layout = cfg, data, pool, layout
+        self._withheld = withheld
         self._period, self._max_steps = mining_period(cfg), cfg.HNM.MINING.ROUNDS
         self.steps = []  # one summary per step done, as step_K.json has it
 
@@ -149,15 +159,24 @@ class OnlineMiningHook(HookBase):
         )
         if not comm.is_main_process():
             return None
-        summary = {"step": step, "iteration": iteration, **choice}
+        # thing_classes: to label the detections on the review page.
+        thing_classes = self._layout.metadata.get("thing_classes", None)
+        summary = {"step": step, "iteration": iteration, "thing_classes": thing_classes, **choice}
         self._write_step_files(summary)
         return summary
 
     def _activate(self, summary):
         file_names = [image["file_name"] for image in summary["images"]]
         self._pool.take(file_names, self._layout.step(summary["step"]))
-        self._data.sampler.activate([self._data.pool_index[f] for f in file_names])
+        trained = [f for f in file_names if f not in self._withheld]
+        self._data.sampler.activate([self._data.pool_index[f] for f in trained])
         self.steps.append(summary)
+        if len(trained) < len(file_names):
+            logger.info(
+                "Mining step %d: %d of its images are left out of training by the verdicts.",
+                summary["step"],
+                len(file_names) - len(trained),
+            )
         if not file_names:
             logger.warning(
                 "Mining step %d: no pool image gets a detection above "
@@ -185,6 +204,7 @@ class OnlineMiningHook(HookBase):
             title=f"Step {summary['step']} (iteration {summary['iteration']}): images mined",
         )
         write_json_atomically(self._layout.step(summary["step"]), summary)
+        write_review_page(self._layout)
 
     def state_dict(self):
         # Saved with the trainer's state in each checkpoint, so --resume re-activates them.
@@ -198,10 +218,10 @@ class OnlineMiningHook(HookBase):
 class OnlineMiningTrainer(HNMTrainer):
     """HNMTrainer over the training set and the pool, with the online mining hook."""
 
-    def __init__(self, cfg, pool, layout):
+    def __init__(self, cfg, pool, layout, withheld=frozenset()):
         # Before DefaultTrainer.__init__, which builds the train loader from it.
         self.mining_data = OnlineMiningData(cfg, pool)
-        self._pool, self._layout = pool, layout
+        self._pool, self._layout, self._withheld = pool, layout, withheld
         super().__init__(cfg)
 
     # An instance method where detectron2 has a classmethod: the loader is this run's dataset
@@ -218,24 +238,20 @@ class OnlineMiningTrainer(HNMTrainer):
         ret = super().build_hooks()
         # Before the checkpointer: a checkpoint of a mining iteration records that step.
         before = next(i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicCheckpointer))
-        self.mining_hook = OnlineMiningHook(self.cfg, self.mining_data, self._pool, self._layout)
+        self.mining_hook = OnlineMiningHook(
+            self.cfg, self.mining_data, self._pool, self._layout, self._withheld
+        )
         ret.insert(before, self.mining_hook)
         return ret
 
 
 class OnlineLayout(MiningLayout):
-    """MiningLayout plus the online run's files."""
+    """MiningLayout plus the online run's training folder and metadata."""
 
     def __init__(self, output_dir, metadata):
         super().__init__(output_dir)
         self.training_dir = os.path.join(self.root, "online")
         self.metadata = metadata  # to draw the mined images
-
-    def step(self, k):
-        return os.path.join(self.root, f"step_{k}.json")
-
-    def step_plot(self, k):
-        return os.path.join(self.root, f"step_{k}_mined.png")
 
 
 def run_online_mining(cfg):
@@ -255,12 +271,18 @@ def run_online_mining(cfg):
     layout = OnlineLayout(cfg.OUTPUT_DIR, MetadataCatalog.get(cfg.DATASETS.TRAIN[0]))
     settings = {**mining_settings(cfg), "online": True, "mine_every": mining_period(cfg)}
     start_or_resume(layout, settings, logger)
+    verdicts = obey_verdicts(cfg, layout, layout.metadata)
+    if comm.is_main_process():
+        write_review_page(layout)  # with the verdicts just obeyed
     train_cfg = cfg.clone()
     train_cfg.defrost()
     train_cfg.OUTPUT_DIR = layout.training_dir
     train_cfg.freeze()
-    trainer = OnlineMiningTrainer(train_cfg, pool, layout)
-    trainer.resume_or_load(resume=True)
+    trainer = OnlineMiningTrainer(train_cfg, pool, layout, verdicts.withheld)
+    trainer.resume_or_load(resume=True)  # re-activates the steps done, but the withheld images
+    # A step done again after the resume chose anew: the withheld images it did not choose
+    # again are still candidates, and must never be.
+    pool.set_aside(verdicts.withheld)
     results = trainer.train()
     report = {
         "mode": "online",
@@ -275,6 +297,7 @@ def run_online_mining(cfg):
             for s in trainer.mining_hook.steps
         ],
         "training_dir": layout.training_dir,
+        "verdicts": verdicts.report_entry(),
         "results": results,
     }
     if comm.is_main_process():
