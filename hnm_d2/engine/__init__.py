@@ -14,6 +14,7 @@ from .launcher import (
 from .mining import run_mining
 from .mining_state import MiningStateError
 from .pool_scoring import images_per_round, rank_by_score, score_pool, select_hardest
+from .progress import ProgressBar
 from .trainer import HNMTrainer
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "HNMCheckpointer",
     "HNMTrainer",
     "MiningStateError",
+    "ProgressBar",
     "hnm_argument_parser",
     "launch_with_args",
     "leave_process_group",
