@@ -15,6 +15,7 @@ from .sampler import NegativeShareTrainingSampler, build_training_sampler
 from .subsets import SUBSET_KINDS, is_negative_image, register_subset
 from .synthetic import (
     DEFAULT_SPLIT_SIZES,
+    DEMO_SPLIT_SIZES,
     generate_synthetic_coco,
     register_synthetic_splits,
 )
@@ -30,6 +31,7 @@ from .voc import load_voc_with_negatives, register_voc
 __all__ = [
     "BOUNDARY_TOLERANCE_PX",
     "DEFAULT_SPLIT_SIZES",
+    "DEMO_SPLIT_SIZES",
     "IMAGE_EXTENSIONS",
     "INVALID_ANNOTATION_POLICIES",
     "ImageReadError",
