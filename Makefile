@@ -21,9 +21,14 @@ $(STAMP): requirements.txt setup.py
 	touch $(STAMP)
 
 # The main job on the embedded synthetic default: generate data, train stock detectron2 and
-# hnm_d2 side by side on the CPU, and compare them at the same recall (table + FROC plot).
+# hnm_d2 side by side on the CPU, and compare them at the same recall (table, how sure, FROC
+# plot), then mine the pool once. Progress bars and results on the terminal, the rest in
+# output/demo/log.txt (VERBOSE=1 prints it too). Runs resume: `make clean-demo demo` starts over.
 demo: $(STAMP)
-	$(PY) -m hnm_d2.demo --output output/demo
+	$(PY) -m hnm_d2.demo --output output/demo $(if $(VERBOSE),--verbose)
+
+clean-demo:
+	rm -rf output/demo
 
 # tests/test_review_browser.py opens the mining review page in Debian's headless Chromium; CI
 # runs as root, and gets chromium and chromium-driver installed here where they are missing.

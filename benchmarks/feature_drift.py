@@ -30,13 +30,15 @@ from detectron2.structures import Boxes  # noqa: E402
 from hnm_d2.engine import hnm_argument_parser, register_datasets, setup  # noqa: E402
 
 CONFIG = "configs/demo_synthetic_R18_FPN_cpu.yaml"
+# The demo config's hnm_d2 model has the box buffer; the drift is measured without it.
+NO_BUFFER = ["MODEL.HNM.BUFFER.ENABLED", "False"]
 
 
 def train(args):
     command = [
         sys.executable, "train_net.py", "--config-file", CONFIG, "--synthetic", args.data,
         "SOLVER.MAX_ITER", str(args.iters), "SOLVER.CHECKPOINT_PERIOD", str(args.every),
-        "DATASETS.TEST", "()", "OUTPUT_DIR", args.output, "SEED", "0",
+        "DATASETS.TEST", "()", "OUTPUT_DIR", args.output, "SEED", "0", *NO_BUFFER,
     ]  # fmt: skip
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
 
@@ -60,7 +62,8 @@ def pooled_features(model, inputs, boxes):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="output/drift")
-    parser.add_argument("--data", default="output/demo/data")
+    # Not the demo's folder: --synthetic writes the default split sizes, not the demo's.
+    parser.add_argument("--data", default="output/synthetic")
     parser.add_argument("--iters", type=int, default=400)
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--gaps", type=int, nargs="+", default=[25, 50, 100, 200])
@@ -69,7 +72,7 @@ def main():
     if not (Path(args.output) / "model_final.pth").exists():
         train(args)
     cfg_args = hnm_argument_parser().parse_args(
-        ["--config-file", CONFIG, "--synthetic", args.data, "OUTPUT_DIR", args.output]
+        ["--config-file", CONFIG, "--synthetic", args.data, *NO_BUFFER, "OUTPUT_DIR", args.output]
     )
     register_datasets(cfg_args)
     cfg = setup(cfg_args)

@@ -16,6 +16,7 @@ from .sampler import NegativeShareTrainingSampler, build_training_sampler
 from .subsets import SUBSET_KINDS, is_negative_image, register_subset
 from .synthetic import (
     DEFAULT_SPLIT_SIZES,
+    DEMO_SPLIT_SIZES,
     generate_synthetic_coco,
     register_synthetic_splits,
 )
@@ -33,6 +34,7 @@ from .yolo import load_yolo_with_negatives, register_yolo_with_negatives
 __all__ = [
     "BOUNDARY_TOLERANCE_PX",
     "DEFAULT_SPLIT_SIZES",
+    "DEMO_SPLIT_SIZES",
     "IMAGE_EXTENSIONS",
     "INVALID_ANNOTATION_POLICIES",
     "MISSING_IMAGE_POLICIES",

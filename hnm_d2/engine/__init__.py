@@ -5,6 +5,7 @@ from .launcher import (
     hnm_argument_parser,
     launch_with_args,
     leave_process_group,
+    load_config,
     log_summary,
     prepare_datasets,
     register_datasets,
@@ -14,6 +15,7 @@ from .launcher import (
 from .mining import run_mining
 from .mining_state import MiningStateError
 from .pool_scoring import images_per_round, rank_by_score, score_pool, select_hardest
+from .progress import ProgressBar
 from .trainer import HNMTrainer
 
 __all__ = [
@@ -22,9 +24,11 @@ __all__ = [
     "HNMCheckpointer",
     "HNMTrainer",
     "MiningStateError",
+    "ProgressBar",
     "hnm_argument_parser",
     "launch_with_args",
     "leave_process_group",
+    "load_config",
     "images_per_round",
     "log_summary",
     "prepare_datasets",

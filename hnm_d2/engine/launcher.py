@@ -26,6 +26,7 @@ __all__ = [
     "hnm_argument_parser",
     "prepare_datasets",
     "register_datasets",
+    "load_config",
     "setup",
     "log_summary",
     "save_results",
@@ -111,13 +112,21 @@ def register_datasets(args):
         register_synthetic_splits(args.synthetic)
 
 
-def setup(args):
-    """Config with the hnm_d2 keys, merged from ``--config-file`` and the command-line opts."""
+def load_config(args):
+    """Config with the hnm_d2 keys, merged from ``--config-file`` and the command-line opts;
+    frozen. Nothing else is set up (see :func:`setup`)."""
     cfg = get_cfg()
     add_hnm_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    """:func:`load_config`, then detectron2's ``default_setup`` (loggers writing to the terminal
+    and OUTPUT_DIR/log.txt, the config saved and logged, the seed) for hnm_d2's loggers too."""
+    cfg = load_config(args)
     default_setup(cfg, args)
     # detectron2's setup configures its own loggers only; hnm_d2's go to the same places.
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="hnm_d2")
