@@ -4,7 +4,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from detectron2.data import DatasetCatalog
 from helpers import load_script
+
+from hnm_d2.data import is_negative_image, register_yolo_with_negatives
 
 presets = load_script("benchmarks/presets.py")
 TXL_PBC = presets.DEFAULT_ROOTS["txl_pbc"]
@@ -42,3 +45,16 @@ def test_sources_are_named_by_image_size():
     assert presets.source_of_size(575, 575) == "Raabin-WBC"
     assert presets.source_of_size(366, 369) == presets.source_of_size(360, 363) == "PBC"
     assert presets.source_of_size(None, None) == "other"
+
+
+def test_list_files_register_as_yolo_splits(tmp_path):
+    """The lists the benchmark writes are what --register-yolo reads: the val share's 201 images
+    hold 72 with a platelet, the other 807 the rest of train's 364."""
+    lists = presets.txl_pbc_lists(TXL_PBC, "val", tmp_path)
+    counts = []
+    for name, list_file in zip(("presets_txl_train", "presets_txl_val"), lists):
+        register_yolo_with_negatives(name, TXL_PBC, str(list_file), ["Platelets"])
+        dicts = DatasetCatalog.get(name)
+        counts.append((len(dicts), sum(not is_negative_image(d) for d in dicts)))
+        DatasetCatalog.remove(name)
+    assert counts == [(807, 364 - 72), (201, 72)]

@@ -354,3 +354,36 @@ def test_txl_pbc_platelets_match_its_readme(txl_pbc_root, dataset_name, caplog):
 def test_txl_pbc_every_class(txl_pbc_root):
     dicts = load_yolo_with_negatives(txl_pbc_root, "test")
     assert composition(dicts) == (144, 144, 0), "no image has an empty label file"
+
+
+def test_list_file_split_reads_the_images_it_names_in_its_order(tree, caplog):
+    """An ultralytics list file: a path a line, relative to the list file's folder ("./" as
+    ultralytics writes them) or absolute; labels found by replacing images/ with labels/."""
+    (tree / "lists").mkdir()
+    (tree / "lists" / "pick.txt").write_text(
+        f"../images/train/d.bmp\n\n{tree / 'images' / 'train' / 'a.png'}\n./../images/train/c.png\n"
+    )
+    with caplog.at_level(logging.WARNING, logger=YOLO_LOGGER):
+        dicts = load_yolo_with_negatives(tree, "lists/pick.txt", id_offset=7)
+    assert [Path(d["file_name"]).name for d in dicts] == ["d.bmp", "a.png", "c.png"]
+    assert [d["image_id"] for d in dicts] == [7, 8, 9]
+    assert [len(d["annotations"]) for d in dicts] == [1, 2, 0]
+    assert caplog.text == "", "the labels of images a list leaves out are expected"
+
+
+def test_list_file_lines_that_name_no_usable_image_are_all_listed(tree):
+    (tree / "images" / "elsewhere").mkdir()
+    Image.new("RGB", (4, 4)).save(tree / "flat.png")
+    (tree / "bad.txt").write_text("images/train/missing.png\nimages/train/notes.gif\nflat.png\n")
+    with pytest.raises(ValueError) as error:
+        load_yolo_with_negatives(tree, "bad.txt")
+    message = str(error.value)
+    assert str(tree / "bad.txt") in message and "3 lines" in message
+    assert "line 1 'images/train/missing.png': no such file" in message
+    assert "line 2 'images/train/notes.gif': not a" in message
+    assert "line 3 'flat.png': no 'images' folder" in message
+
+
+def test_missing_list_file_says_what_split_can_be(tree):
+    with pytest.raises(FileNotFoundError, match=r"pick\.txt does not exist.*folder name"):
+        register_yolo_with_negatives("yolo_missing_list", tree, "pick.txt")

@@ -47,9 +47,9 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
         action=_YoloRegistration,
         default=[],
         metavar=("NAME ROOT SPLIT", "CLASS[,CLASS]"),
-        help="register a YOLO-format split (ROOT/images/SPLIT, ROOT/labels/SPLIT, class names "
-        "from ROOT/data.yaml), keeping every class or these; images without a box of them "
-        "are negatives",
+        help="register a YOLO-format split (ROOT/images/SPLIT, ROOT/labels/SPLIT, or SPLIT a "
+        ".txt list of image paths; class names from ROOT/data.yaml), keeping every class or "
+        "these; images without a box of them are negatives",
     )
     group.add_argument(
         "--missing-images",

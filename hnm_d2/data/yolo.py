@@ -5,6 +5,12 @@ or with an empty one, is a negative (ultralytics' "background images").
     ROOT/images/SPLIT/**/x.jpg    (or ROOT/SPLIT/images/, as Roboflow exports)
     ROOT/labels/SPLIT/**/x.txt    a row "class cx cy w h" per box, as fractions of the image size
 
+or, as ultralytics also reads a split, SPLIT is a list file (a name ending in .txt, relative to
+ROOT or absolute) holding an image path a line, absolute or relative to the list file's folder;
+an image's label file is its path with the last ``images`` folder replaced by ``labels`` and
+the suffix by .txt, as ultralytics finds it. A list file chooses images from a larger folder,
+so the label files of the images it does not name are expected and not warned about.
+
 Class names come from data.yaml's ``names``, else from the first classes.txt of ROOT,
 ROOT/labels and the split's label folder. LabelImg writes a classes.txt into the label folder:
 it is a class list, never the label file of an image. With a chosen subset of the classes, as
@@ -70,8 +76,22 @@ class _Row(NamedTuple):
     box: Tuple[float, float, float, float]  # cx, cy, w, h as fractions of the image
 
 
+def _is_list_file(split: str) -> bool:
+    return split.endswith(".txt")
+
+
 def _split_folders(root: Path, split: str) -> _SplitFolders:
-    """The image and label folders of a split, in either of the layouts ultralytics reads."""
+    """The image and label folders of a split, in either of the layouts ultralytics reads; for
+    a list file, ROOT's images/ and labels/ (where a classes.txt is looked for)."""
+    if _is_list_file(split):
+        list_file = root / split
+        if not list_file.is_file():
+            raise FileNotFoundError(
+                f"YOLO {root}: the split list file {list_file} does not exist. Give SPLIT as a "
+                "folder name under images/ or as a .txt list of image paths (relative to ROOT "
+                "or absolute)."
+            )
+        return _SplitFolders(root / "images", root / "labels")
     layouts = [
         _SplitFolders(root / "images" / split, root / "labels" / split),
         _SplitFolders(root / split / "images", root / split / "labels"),
@@ -187,6 +207,53 @@ def _list_images(folders: _SplitFolders) -> List[Path]:
             f"YOLO image folder {folders.images} holds no {'/'.join(IMAGE_EXTENSIONS)} file."
         )
     return images
+
+
+def _images_of_list_file(list_file: Path) -> List[Path]:
+    """The images a list file names, in its order; every line must name an image on disk."""
+    images, problems = [], []
+    for line, text in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not text.strip():
+            continue
+        image = list_file.parent / text.strip()  # an absolute path stays as it is
+        if image.suffix.lower() not in IMAGE_EXTENSIONS:
+            problems.append(f"line {line} {text!r}: not a {'/'.join(IMAGE_EXTENSIONS)} image")
+        elif not image.is_file():
+            problems.append(f"line {line} {text!r}: no such file {image}")
+        elif _label_file_of(image) is None:
+            problems.append(f"line {line} {text!r}: no 'images' folder in its path")
+        else:
+            images.append(image)
+    if problems:
+        raise ValueError(
+            f"YOLO list file {list_file}: {len(problems)} lines do not name a usable image: "
+            f"{name_some(problems)}. A line holds an image path, absolute or relative to "
+            f"{list_file.parent}, inside an images/ folder whose sibling labels/ holds the label "
+            "files; fix or delete these lines."
+        )
+    if not images:
+        raise ValueError(f"YOLO list file {list_file} names no image.")
+    return images
+
+
+def _label_file_of(image: Path) -> Optional[Path]:
+    """The label file ultralytics reads for an image named by a list file: the last ``images``
+    folder of its path replaced by ``labels``; None when the path has no such folder."""
+    parts = image.parts
+    if "images" not in parts[:-1]:
+        return None
+    last = len(parts) - 2 - parts[-2::-1].index("images")
+    return Path(*parts[:last], "labels", *parts[last + 1 :]).with_suffix(".txt")
+
+
+def _images_and_label_files(root: Path, split: str, folders: _SplitFolders):
+    """(image, label file) of every image of the split, in the order they are numbered."""
+    if _is_list_file(split):
+        return [(image, _label_file_of(image)) for image in _images_of_list_file(root / split)]
+    return [
+        (image, folders.labels / image.relative_to(folders.images).with_suffix(".txt"))
+        for image in _list_images(folders)
+    ]
 
 
 def _warn_about_labels_without_image(folders: _SplitFolders, image_files: List[Path]) -> None:
@@ -329,11 +396,13 @@ def load_yolo_with_negatives(
 
     Args:
         root: the dataset folder (holding data.yaml, images/ and labels/; see the module).
-        split: the split's folder name under images/ and labels/, e.g. "train", "val".
+        split: the split's folder name under images/ and labels/, e.g. "train", "val", or a
+            list file of image paths (a name ending in .txt; see the module).
         class_names: classes to keep, by name; category id i is class_names[i]. Boxes of the
             other classes are left out (counted in the log), and an image with none of the
             chosen classes is a negative. None keeps every class, in class-index order.
-        id_offset: image id of the first image in sorted path order; the others follow.
+        id_offset: image id of the first image in sorted path order (a list file's order);
+            the others follow.
 
     Returns:
         Dataset dicts with XYXY_ABS boxes in pixels of the image as detectron2 decodes it.
@@ -349,8 +418,7 @@ def load_yolo_with_negatives(
     names, names_file = _class_names(root, folders)
     classes = _Classes(names, _chosen_classes(root, names, names_file, class_names), names_file)
     tally, dataset_dicts = _Tally(), []
-    for index, image in enumerate(_list_images(folders)):
-        label_file = folders.labels / image.relative_to(folders.images).with_suffix(".txt")
+    for index, (image, label_file) in enumerate(_images_and_label_files(root, split, folders)):
         dataset_dicts.append(_record(image, id_offset + index, label_file, classes, tally))
     source = f"YOLO {root} split {split}"
     if tally.malformed_rows:
