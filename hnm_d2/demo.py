@@ -39,6 +39,7 @@ from tabulate import tabulate
 
 from .data import DEMO_SPLIT_SIZES, register_synthetic_splits
 from .engine.launcher import format_figure, load_config, save_results
+from .engine.mining_state import MiningLayout
 from .engine.online_mining import run_online_mining
 from .engine.progress import ProgressBar
 from .engine.trainer import HNMTrainer
@@ -218,13 +219,9 @@ def mine_the_pool(output, label, opts):
 
 
 def review_page(mining_dir):
-    """The page on which a person reviews what the mining run picked.
-
-    MERGE POINT (issue 19, section 1): once ``hnm_d2.review`` lands, build its page here,
-    ``OUTPUT_DIR/mining/review.html`` of ``mining_dir`` (unless mining writes it by itself
-    then), and return that path. Until then: the mined images, drawn by the mining run.
-    """
-    return os.path.join(mining_dir, "mining", "step_1_mined.png")
+    """The page on which a person judges what the mining run picked: online mining writes it
+    after each step (see :mod:`hnm_d2.review`)."""
+    return MiningLayout(mining_dir).review_page
 
 
 @contextlib.contextmanager
@@ -287,7 +284,8 @@ def main(argv=None):
     positives, negatives = DEMO_SPLIT_SIZES["test"]
     report.info(
         "\nOn the synthetic test split (%d positive, %d negative images; FA/neg: false alarms "
-        "per negative image):\n%s\n%s\nFROC: %s: %s\nMined images to review: %s",
+        "per negative image):\n%s\n%s\nFROC: %s: %s\n"
+        "Mined images to review (open in a browser): %s",
         positives,
         negatives,
         results_table(results),
