@@ -147,7 +147,8 @@ def _add_mining_keys(cfg):
     cfg.HNM.MINING.ONLINE = False
     cfg.HNM.MINING.MINE_EVERY = 0
     # A person's verdicts on the mined images (verdicts.json, exported by mining/review.html):
-    # images judged to hold an object, or unsure, leave training; "" = none given this run
+    # images judged to hold an object, or unsure, leave training; detections judged false alarms
+    # go with their image as "negative_boxes"; "" = none given this run
     # (those given before, kept in mining/verdicts_applied.json, are still obeyed).
     cfg.HNM.MINING.VERDICTS = ""
 

@@ -18,7 +18,8 @@ pool images into its training stream (see :mod:`hnm_d2.engine.online_mining`).
 After every round (step) OUTPUT_DIR/mining/review.html shows the images mined so far: judge them,
 export verdicts.json and run the same command again with --verdicts verdicts.json (and a larger
 --rounds to mine on): the next round trains without the images that hold an object or are
-unsure (see :mod:`hnm_d2.engine.verdicts`).
+unsure, and with the detections judged false alarms as background boxes of their images (see
+:mod:`hnm_d2.engine.verdicts`).
 
 Takes every flag of train_net.py (--num-gpus, --register-*, --synthetic, config opts) but
 --eval-only. The run always resumes from OUTPUT_DIR, so --resume changes nothing: the same
@@ -82,7 +83,8 @@ def mining_argument_parser():
         metavar="FILE",
         help="verdicts.json exported by the review page (OUTPUT_DIR/mining/review.html): images "
         "judged to hold an object leave training and the pool for mining/to_annotate.json, unsure "
-        "ones are left out until judged (HNM.MINING.VERDICTS)",
+        "ones are left out until judged, detections judged false alarms train as background "
+        "with their image (HNM.MINING.VERDICTS)",
     )
     group.add_argument(
         "--from-scratch",

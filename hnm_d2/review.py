@@ -5,10 +5,11 @@ images a mining run chose.
 
 writes OUTPUT_DIR/mining/review.html and its thumbnails (mining/review/): every image mined in
 every round (or online step) with the detections that got it chosen. Open the page in a browser
-(from disk; it needs no server), judge the images (clean negative / holds an object / unsure),
-export verdicts.json, and give it to the next round: ``python -m hnm_d2.mine ... --verdicts
-verdicts.json``. Mining writes the page itself after every round and online step; this command
-rebuilds it, e.g. after the images moved or for a run of an earlier version.
+(from disk; it needs no server), judge the images (clean negative / holds an object / unsure)
+and, where you wish, their detections (false alarm / object), export verdicts.json, and give it
+to the next round: ``python -m hnm_d2.mine ... --verdicts verdicts.json``. Mining writes the
+page itself after every round and online step; this command rebuilds it, e.g. after the images
+moved or for a run of an earlier version.
 """
 
 import argparse

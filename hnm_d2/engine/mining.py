@@ -23,7 +23,8 @@ Files under OUTPUT_DIR/mining/, written by the main process, each atomically:
     review.html, review/     every round's chosen images, for a person to judge; written with
                              each selection (:mod:`hnm_d2.engine.review_page`)
     verdicts_applied.json    the verdicts obeyed (HNM.MINING.VERDICTS, merged over the runs): a
-                             round trains without the images judged to hold an object or unsure
+                             round trains without the images judged to hold an object or unsure,
+                             and with the boxes judged false alarms as their "negative_boxes"
     to_annotate.json         the images judged to hold an object, as COCO, to annotate
                              (:mod:`hnm_d2.engine.verdicts`)
 
@@ -250,19 +251,25 @@ class MiningLoop:
         file_names = [image["file_name"] for image in selection["images"]]
         records = self._pool.take(file_names, self._layout.selection(k))
         # Judged to hold an object, or unsure: out of the pool (taken) and out of training.
-        trained = [r for r in records if r["file_name"] not in self._verdicts.withheld]
+        trained = [
+            self._verdicts.training_record(r)
+            for r in records
+            if r["file_name"] not in self._verdicts.withheld
+        ]
         if trained:  # detectron2 refuses a training dataset without images
             self._train_names.append(register_mined_dataset(k, trained, self._thing_classes))
         self._train_size += len(trained)
         scores = [image["score"] for image in selection["images"]]
         logger.info(
             "Round %d: %d pool images join the training set (scores %.3f to %.3f; %d more left "
-            "out by the verdicts): %d training images, %d left in the pool.",
+            "out by the verdicts; %d boxes judged false alarms train as background): %d "
+            "training images, %d left in the pool.",
             k,
             len(trained),
             max(scores),
             min(scores),
             len(records) - len(trained),
+            self._verdicts.false_alarm_boxes(file_names),
             self._train_size,
             len(self._pool),
         )
@@ -350,6 +357,7 @@ class MiningLoop:
             self._rounds,
             stop_reason,
             verdicts=self._verdicts.report_entry(),
+            negative_boxes=self._verdicts.negative_boxes,
         )
 
     def _write_report(self, stop_reason):

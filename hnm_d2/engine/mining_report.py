@@ -80,24 +80,31 @@ def _as_train_net_results(eval_results):
     return eval_results
 
 
-def added_images_entry(images, pool_size_after):
+def added_images_entry(images, pool_size_after, negative_boxes):
     """What a report says of the images a round or an online step added; one shape for both.
 
     Args:
-        images (list[dict]): the images added, hardest first, each with its "score".
+        images (list[dict]): the images added, hardest first, each with its "file_name" and
+            "score".
         pool_size_after (int): the images left in the pool after they were taken.
+        negative_boxes (dict): file_name -> the boxes a person judged false alarms, which the
+            image trains with as background (:class:`hnm_d2.engine.verdicts.ObeyedVerdicts`).
 
     Returns:
-        dict: "images_added", "pool_size_after" and "scores".
+        dict: "images_added", "pool_size_after", "scores" and "false_alarm_boxes" (how many
+        boxes judged false alarms these images train with now).
     """
     return {
         "images_added": len(images),
         "pool_size_after": pool_size_after,
         "scores": [image["score"] for image in images],
+        "false_alarm_boxes": sum(len(negative_boxes.get(i["file_name"], ())) for i in images),
     }
 
 
-def build_report(round_summaries, pool, rounds_requested, stop_reason=None, verdicts=None):
+def build_report(
+    round_summaries, pool, rounds_requested, stop_reason=None, verdicts=None, negative_boxes=None
+):
     """The content of report.json.
 
     Args:
@@ -107,6 +114,8 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None, verd
         stop_reason (str or None): why mining ended before ``rounds_requested``.
         verdicts (dict or None): what the verdicts obeyed moved
             (:meth:`hnm_d2.engine.verdicts.ObeyedVerdicts.report_entry`).
+        negative_boxes (dict or None): file_name -> its boxes judged false alarms, for
+            :func:`added_images_entry`.
 
     Returns:
         dict: "pool", "rounds_requested", "rounds_done", "stop_reason", "verdicts" and "rounds":
@@ -125,7 +134,7 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None, verd
         "rounds": [
             {
                 "round": s["round"],
-                **added_images_entry(s["added"], s["pool_size_after"]),
+                **added_images_entry(s["added"], s["pool_size_after"], negative_boxes or {}),
                 "train_size": s["train_size"],
                 "training_dir": s["training_dir"],
                 "metrics": round_metrics(s["eval"]),

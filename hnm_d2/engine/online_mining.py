@@ -20,6 +20,8 @@ draws only its active part, which mining grows. Files under OUTPUT_DIR/mining/:
                            each step (:mod:`hnm_d2.engine.review_page`)
     verdicts_applied.json, to_annotate.json   the verdicts obeyed (:mod:`hnm_d2.engine.verdicts`)
 
+A mined image's detections judged false alarms go with its record as "negative_boxes".
+
 Resume (the same command again, or --resume): the steps done are part of the trainer's state in
 its checkpoint (detectron2 saves hooks' state), so a resumed run re-activates their images and
 mines on from there; given verdicts (HNM.MINING.VERDICTS), it re-activates only the images not
@@ -50,7 +52,7 @@ from .mining_state import MiningLayout, main_process_value, mining_settings, sta
 from .pool_scoring import mine_pool
 from .review_page import write_review_page
 from .trainer import HNMTrainer
-from .verdicts import obey_verdicts
+from .verdicts import ObeyedVerdicts, obey_verdicts
 
 __all__ = ["OnlineMiningTrainer", "OnlineMiningHook", "mining_period", "run_online_mining"]
 
@@ -102,12 +104,13 @@ class OnlineMiningData:
     """The training set and the pool as one dataset, and the sampler over its active part.
 
     Attributes:
-        dataset_dicts (list[dict]): the training records, then the pool's.
+        dataset_dicts (list[dict]): the training records, then the pool's (a judged image's
+            with its boxes judged false alarms as "negative_boxes").
         pool_index (dict): pool file_name -> index in ``dataset_dicts``.
         sampler (ActiveSubsetTrainingSampler): the training records active from the start.
     """
 
-    def __init__(self, cfg, pool):
+    def __init__(self, cfg, pool, verdicts):
         if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
             logger.warning(
                 "DATALOADER.FILTER_EMPTY_ANNOTATIONS is True: detectron2 removes the negative "
@@ -117,7 +120,8 @@ class OnlineMiningData:
         training = get_detection_dataset_dicts(
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
         )
-        pool_records = pool.remaining()
+        # Every pool image, mined ones included: a resume re-activates those after this.
+        pool_records = [verdicts.training_record(r) for r in pool.remaining()]
         self.dataset_dicts = training + pool_records
         self.pool_index = {r["file_name"]: len(training) + k for k, r in enumerate(pool_records)}
         self.sampler = ActiveSubsetTrainingSampler(len(self.dataset_dicts), range(len(training)))
@@ -218,10 +222,18 @@ class OnlineMiningHook(HookBase):
 class OnlineMiningTrainer(HNMTrainer):
     """HNMTrainer over the training set and the pool, with the online mining hook."""
 
-    def __init__(self, cfg, pool, layout, withheld=frozenset()):
+    def __init__(self, cfg, pool, layout, verdicts=None):
+        """
+        Args:
+            cfg (CfgNode): the training config (OUTPUT_DIR: the online training folder).
+            pool (CandidatePool): the candidates.
+            layout (OnlineLayout): the run's files.
+            verdicts (ObeyedVerdicts or None): the verdicts obeyed; None: none.
+        """
+        self._verdicts = verdicts or ObeyedVerdicts()
         # Before DefaultTrainer.__init__, which builds the train loader from it.
-        self.mining_data = OnlineMiningData(cfg, pool)
-        self._pool, self._layout, self._withheld = pool, layout, withheld
+        self.mining_data = OnlineMiningData(cfg, pool, self._verdicts)
+        self._pool, self._layout = pool, layout
         super().__init__(cfg)
 
     # An instance method where detectron2 has a classmethod: the loader is this run's dataset
@@ -239,7 +251,7 @@ class OnlineMiningTrainer(HNMTrainer):
         # Before the checkpointer: a checkpoint of a mining iteration records that step.
         before = next(i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicCheckpointer))
         self.mining_hook = OnlineMiningHook(
-            self.cfg, self.mining_data, self._pool, self._layout, self._withheld
+            self.cfg, self.mining_data, self._pool, self._layout, self._verdicts.withheld
         )
         ret.insert(before, self.mining_hook)
         return ret
@@ -278,7 +290,7 @@ def run_online_mining(cfg):
     train_cfg.defrost()
     train_cfg.OUTPUT_DIR = layout.training_dir
     train_cfg.freeze()
-    trainer = OnlineMiningTrainer(train_cfg, pool, layout, verdicts.withheld)
+    trainer = OnlineMiningTrainer(train_cfg, pool, layout, verdicts)
     trainer.resume_or_load(resume=True)  # re-activates the steps done, but the withheld images
     # A step done again after the resume chose anew: the withheld images it did not choose
     # again are still candidates, and must never be.
@@ -292,7 +304,7 @@ def run_online_mining(cfg):
             {
                 "step": s["step"],
                 "iteration": s["iteration"],
-                **added_images_entry(s["images"], s["pool_size_after"]),
+                **added_images_entry(s["images"], s["pool_size_after"], verdicts.negative_boxes),
             }
             for s in trainer.mining_hook.steps
         ],

@@ -5,7 +5,8 @@ from disk) and a folder of small JPEG thumbnails beside it (mining/review/), mad
 image, so that a pool of thousands of images stays a page that opens at once. It shows every
 image chosen in every round (online step) with the detections that got it chosen and their
 scores, sortable by score and round; the person sets a verdict per image (a click, or the keys
-1 2 3) and exports verdicts.json, which ``hnm_d2.mine --verdicts`` obeys
+1 2 3) and, where they wish, per detection (false alarm or object: a click on its label, or the
+keys F O X), and exports verdicts.json, which ``hnm_d2.mine --verdicts`` obeys
 (:mod:`hnm_d2.engine.verdicts`). The page starts from the verdicts mining obeys already, and
 loads an exported file to continue a review. Its zoomed view shows the original image file, by a
 path relative to the page (the thumbnail where the page was moved away from the data).
@@ -29,7 +30,7 @@ from ..data.identity import image_identity
 from ..utils.atomic import atomic_open
 from ..utils.images import open_upright, upright_size
 from .mining_state import read_choices
-from .verdicts import VERDICTS, read_verdicts
+from .verdicts import BOX_TOLERANCE, VERDICTS, Verdicts, read_verdicts_file
 
 __all__ = ["write_review_page", "thumbnail"]
 
@@ -145,9 +146,9 @@ def write_review_page(layout):
     choices = read_choices(layout)
     if not choices:
         return 0
-    verdicts = {}
+    verdicts = Verdicts({}, {})
     if os.path.exists(layout.applied_verdicts):
-        verdicts = read_verdicts(layout.applied_verdicts, layout.review_page)
+        verdicts = read_verdicts_file(layout.applied_verdicts, layout.review_page)
     output_dir = os.path.dirname(os.path.abspath(layout.root))
     data = {
         "run": output_dir,
@@ -155,7 +156,9 @@ def write_review_page(layout):
         # One class: a box's score says it all; more: its class name too.
         "show_classes": any(len(c["choice"].get("thing_classes") or []) > 1 for c in choices),
         "verdict_names": list(VERDICTS),
-        "verdicts": verdicts,
+        "verdicts": verdicts.images,
+        "detection_verdicts": verdicts.detections,
+        "box_tolerance": BOX_TOLERANCE,
         "images": _page_images(choices, layout),
     }
     page = _render(
