@@ -38,16 +38,16 @@ NEGATIVE_BOXES = "negative_boxes"
 
 
 def check_negative_box_category(
-    source: str, category: str, categories: Sequence[str], chosen: Sequence[str] = ()
+    source: str, category: str, categories: Sequence[str], classes: Sequence[str]
 ) -> None:
-    """Refuse a negative-box category that the dataset does not have, or that is also a
-    chosen class.
+    """Refuse a negative-box category that the dataset does not have, that is also one of the
+    classes to learn, or that leaves no class.
 
     Args:
         source: the file (or split) the categories come from, as messages name it.
         category: the ``negative_box_category`` asked for.
-        categories: every category (class) name the source has.
-        chosen: the classes chosen to train on (VOC, YOLO), if any.
+        categories: the category (class) names the source has.
+        classes: the classes the model will learn (the chosen ones, or all the others).
 
     Raises:
         ValueError: naming the source, the categories found and the fix.
@@ -58,13 +58,13 @@ def check_negative_box_category(
             f"{sorted(set(categories))}. Check the spelling (names are case-sensitive), or "
             "leave out --negative-box-category (negative_box_category=None)."
         )
-    if category in chosen:
+    if category in classes:
         raise ValueError(
-            f"{source}: {category!r} is both a chosen class {list(chosen)} and the "
+            f"{source}: {category!r} is both a chosen class {list(classes)} and the "
             "negative_box_category: a box cannot be an object and not one. Remove it from "
             "the classes."
         )
-    if not set(categories) - {category}:
+    if not classes:
         raise ValueError(
             f"{source}: {category!r} is its only category, and the negative_box_category is "
             "no class: the model would have none to detect. Add the object categories."
