@@ -10,22 +10,35 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.structures import BoxMode
+from detectron2.structures import Boxes, BoxMode
 from detectron2.utils.events import EventStorage
 from PIL import Image
+from test_cascade import cascade_cfg
 from test_datasets import write_coco, write_images
+from test_heads import (
+    assert_same_losses,
+    batch,
+    grid_proposals,
+    instances,
+    rpn_like_proposals,
+    seeded_losses,
+    seeded_model,
+    tiny_cfg,
+)
 from test_yolo import make_yolo_tree
 
 from hnm_d2.data import (
     InvalidAnnotationError,
     NegativeAwareDatasetMapper,
     add_registration_arguments,
+    build_hnm_train_loader,
     is_negative_image,
     load_voc_with_negatives,
     load_yolo_with_negatives,
     register_coco_with_negatives,
     register_from_args,
 )
+from hnm_d2.modeling import image_key
 
 WIDTH, HEIGHT = 64, 48
 OBJECT = {"bbox": [4.0, 6.0, 30.0, 40.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
@@ -272,3 +285,165 @@ def test_one_flag_gives_every_registered_format_its_negative_boxes(tmp_path, dat
     for name in (coco, voc, yolo):
         assert MetadataCatalog.get(name).thing_classes == ["a", "b"]
         assert [len(d["negative_boxes"]) for d in DatasetCatalog.get(name)] == [1, 1, 0]
+
+
+# ------------------------------------------------------------------------------ heads
+
+# Far from every grid proposal (the top-left 46 x 46 px) and from the object; half-pixel
+# corners, which no proposal has.
+LOOK_ALIKE = [60.5, 30.5, 90.5, 60.5]
+OBJECT_BOX = [10, 8, 40, 40]
+
+
+def with_negative_boxes(inputs, *boxes_per_image):
+    for x, boxes in zip(inputs, boxes_per_image):
+        if boxes is not None:
+            x["negative_boxes"] = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    return inputs
+
+
+def sample(heads, inputs, seed=0):
+    """The heads' training proposals of the two images of ``inputs`` (200 grid proposals each;
+    the first image holds OBJECT_BOX), and the storage they logged to."""
+    torch.manual_seed(seed)
+    proposals = [rpn_like_proposals(grid_proposals(200)) for _ in inputs]
+    with EventStorage() as storage, heads.visiting(inputs):
+        sampled = heads.label_and_sample_proposals(
+            proposals, [instances([OBJECT_BOX]), instances([])]
+        )
+    return sampled, storage
+
+
+def rows_at(sampled, box):
+    return (sampled.proposal_boxes.tensor == torch.tensor(box)).all(dim=1)
+
+
+@pytest.mark.parametrize("step", range(3))
+def test_a_negative_box_is_sampled_as_background_at_every_step(step):
+    heads = seeded_model(tiny_cfg()).roi_heads
+    inputs = with_negative_boxes(batch(), [LOOK_ALIKE], None)
+    (first, second), storage = sample(heads, inputs, seed=step)
+    assert int(rows_at(first, LOOK_ALIKE).sum()) == 1
+    assert first.gt_classes[rows_at(first, LOOK_ALIKE)].tolist() == [heads.num_classes]
+    assert len(first) == heads.batch_size_per_image
+    assert not rows_at(second, LOOK_ALIKE).any()
+    assert storage.history("hnm/negative_boxes_injected").latest() == 0.5  # 1 and 0 per image
+    assert "hnm/buffer_injected" not in storage.histories()
+
+
+def test_a_negative_box_on_an_object_is_not_trained_as_background():
+    heads = seeded_model(tiny_cfg()).roi_heads
+    on_the_object = [10.5, 8.5, 40.5, 40.5]  # IoU 0.94: the matcher calls it the object
+    (first, _), storage = sample(heads, with_negative_boxes(batch(), [on_the_object], []))
+    assert not rows_at(first, on_the_object).any()
+    assert storage.history("hnm/negative_boxes_injected").latest() == 0
+
+
+def half_pixel_boxes(n, y0):
+    """n disjoint 1 x 10 px boxes in a row from height y0, their x at y0's fraction of a pixel
+    (the heads never clip them, so a row past the image's edge is fine)."""
+    x0 = torch.arange(float(n))[:, None] * 3 + y0 % 1
+    return torch.cat([x0, torch.full_like(x0, y0), x0 + 1, torch.full_like(x0, y0 + 10)], 1)
+
+
+@pytest.mark.parametrize("num_negative", [10, 50, 100])
+def test_negative_boxes_come_first_then_the_buffer_gets_its_share_of_what_is_left(num_negative):
+    heads = seeded_model(
+        tiny_cfg(
+            **{
+                "MODEL.HNM.BUFFER.ENABLED": True,
+                "MODEL.HNM.BUFFER.BG_SHARE": 0.5,
+                "MODEL.HNM.BUFFER.PER_IMAGE": 32,
+            }
+        )
+    ).roi_heads
+    negative, buffered = half_pixel_boxes(num_negative, 48.5), half_pixel_boxes(20, 49.25)
+    scores = torch.linspace(1.0, 0.6, 20)
+    heads.hard_negative_buffer.record_visit(image_key("positive.jpg"), buffered, scores, 0)
+    inputs = with_negative_boxes(batch(), negative.tolist(), [])
+    (first, _), storage = sample(heads, inputs)
+    quota = heads.batch_size_per_image - int((first.gt_classes == 0).sum())
+    is_negative = (first.proposal_boxes.tensor[:, 0] % 1) == 0.5
+    is_buffered = (first.proposal_boxes.tensor[:, 0] % 1) == 0.25
+    expected_negative = min(num_negative, quota)
+    expected_buffered = min(20, int(0.5 * quota), quota - expected_negative)
+    assert torch.equal(first.proposal_boxes.tensor[is_negative], negative[:expected_negative])
+    assert torch.equal(first.proposal_boxes.tensor[is_buffered], buffered[:expected_buffered])
+    assert (first.gt_classes[is_negative | is_buffered] == heads.num_classes).all()
+    assert len(first) == heads.batch_size_per_image
+    assert storage.history("hnm/negative_boxes_injected").latest() == expected_negative / 2
+    assert storage.history("hnm/buffer_injected").latest() == expected_buffered / 2
+
+
+def test_under_ohem_negative_boxes_join_the_candidates():
+    heads = seeded_model(tiny_cfg(**{"MODEL.HNM.ROI_OHEM.ENABLED": True})).roi_heads
+    (first, second), storage = sample(heads, with_negative_boxes(batch(), [LOOK_ALIKE], []))
+    # Every proposal, the appended gt box and the negative box are candidates.
+    assert (len(first), len(second)) == (200 + 1 + 1, 200)
+    assert first.gt_classes[rows_at(first, LOOK_ALIKE)].tolist() == [heads.num_classes]
+    assert storage.history("hnm/negative_boxes_injected").latest() == 0.5
+
+
+def test_cascade_heads_inject_negative_boxes_at_stage_0_and_train():
+    model = seeded_model(cascade_cfg())
+    (first, _), _ = sample(model.roi_heads, with_negative_boxes(batch(), [LOOK_ALIKE], None))
+    assert first.gt_classes[rows_at(first, LOOK_ALIKE)].tolist() == [model.roi_heads.num_classes]
+    losses = seeded_losses(model, with_negative_boxes(batch(), [LOOK_ALIKE], None))
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_inputs_without_negative_boxes_give_the_stock_losses_to_the_bit():
+    stock = seeded_losses(seeded_model(tiny_cfg(hnm=False)))
+    empty = with_negative_boxes(batch(), [], [])
+    assert_same_losses(seeded_losses(seeded_model(tiny_cfg()), empty), stock)
+    # A stock model ignores them, as it ignores keypoints with MODEL.KEYPOINT_ON off.
+    carrying = with_negative_boxes(batch(), [LOOK_ALIKE], [LOOK_ALIKE])
+    assert_same_losses(seeded_losses(seeded_model(tiny_cfg(hnm=False)), carrying), stock)
+
+
+def test_negative_boxes_the_mapper_did_not_transform_are_refused():
+    inputs = batch()
+    inputs[0]["negative_boxes"] = [LOOK_ALIKE]
+    with pytest.raises(ValueError, match="positive.jpg.*NegativeAwareDatasetMapper"):
+        seeded_losses(seeded_model(tiny_cfg()), inputs)
+
+
+def test_training_on_a_dataset_with_negative_boxes_injects_them(tmp_path, dataset_name):
+    # Three 96 x 64 images of noise: an object and a look-alike, then a look-alike each.
+    images = [{"id": i, "file_name": f"{i}.png", "height": 64, "width": 96} for i in (1, 2, 3)]
+    for i, image in enumerate(images):
+        pixels = np.random.default_rng(i).integers(0, 256, size=(64, 96, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / image["file_name"])
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 8, 30, 32], "iscrowd": 0},
+        *[
+            {"id": 1 + i, "image_id": i, "category_id": 2, "bbox": [60, 30, 30, 30], "iscrowd": 0}
+            for i in (1, 2, 3)
+        ],
+    ]
+    categories = [{"id": 1, "name": "target"}, {"id": 2, "name": "look-alike"}]
+    json_file = write_coco(tmp_path / "train.json", images, annotations, categories)
+    name = register_coco_with_negatives(
+        dataset_name(), json_file, tmp_path, negative_box_category="look-alike"
+    )
+    cfg = tiny_cfg(
+        **{
+            "DATASETS.TRAIN": (name,),
+            "DATALOADER.NUM_WORKERS": 0,
+            "DATALOADER.FILTER_EMPTY_ANNOTATIONS": False,
+            "SOLVER.IMS_PER_BATCH": 2,
+        }
+    )
+    model = seeded_model(cfg)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    data = iter(build_hnm_train_loader(cfg))
+    with EventStorage() as storage:
+        for _ in range(3):
+            losses = model(next(data))
+            assert all(torch.isfinite(v) for v in losses.values()), losses
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            storage.step()
+        injected = [v for v, _ in storage.history("hnm/negative_boxes_injected").values()]
+    assert injected == [1.0, 1.0, 1.0]  # every image holds one look-alike
