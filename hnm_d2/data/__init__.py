@@ -1,6 +1,6 @@
 """Data path of hnm_d2: registration of datasets with negative images (COCO, VOC, YOLO, image
-folders), annotation checks, the negative-aware mapper, the negative-share sampler, the train
-loader and synthetic data."""
+folders) and negative boxes, annotation checks, the negative-aware mapper, the negative-share
+sampler, the train loader and synthetic data."""
 
 from .build import build_hnm_train_loader, build_negative_share_train_loader
 from .coco import load_coco_with_negatives, register_coco_with_negatives
@@ -10,6 +10,7 @@ from .mapper import (
     ImageReadError,
     NegativeAwareDatasetMapper,
 )
+from .negative_boxes import NEGATIVE_BOXES
 from .negative_folder import load_negative_folder, register_negative_folder
 from .registration import IMAGE_EXTENSIONS, MISSING_IMAGE_POLICIES, name_id_offset
 from .sampler import NegativeShareTrainingSampler, build_training_sampler
@@ -27,6 +28,7 @@ from .validation import (
     annotation_origin,
     describe_annotation,
     find_annotation_problem,
+    find_negative_box_problem,
 )
 from .voc import load_voc_with_negatives, register_voc
 from .yolo import load_yolo_with_negatives, register_yolo_with_negatives
@@ -41,6 +43,7 @@ __all__ = [
     "ImageReadError",
     "InvalidAnnotationError",
     "MAX_DEGENERATE_AREA_PX",
+    "NEGATIVE_BOXES",
     "NegativeAwareDatasetMapper",
     "NegativeShareTrainingSampler",
     "SUBSET_KINDS",
@@ -51,6 +54,7 @@ __all__ = [
     "build_training_sampler",
     "describe_annotation",
     "find_annotation_problem",
+    "find_negative_box_problem",
     "generate_synthetic_coco",
     "is_negative_image",
     "load_coco_with_negatives",

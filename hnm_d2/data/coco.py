@@ -3,15 +3,19 @@ reads it, so a malformed file fails naming the file, the entry and the field, an
 are checked to be on disk when it is registered, not when the mapper first reaches one.
 
 An image of the JSON without annotations is a negative image (see :mod:`.registration`).
+With ``negative_box_category``, the annotations of that category are the images' negative
+boxes (:mod:`.negative_boxes`), and the category is no class: the contiguous ids are those of
+the file without it.
 """
 
 import json
 import os
-from typing import List, Set
+from typing import Dict, List, Optional, Set
 
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from .negative_boxes import NEGATIVE_BOXES, check_negative_box_category
 from .registration import images_not_on_disk, log_composition, set_dataset_metadata
 
 __all__ = ["load_coco_with_negatives", "register_coco_with_negatives"]
@@ -51,9 +55,29 @@ def _validate_coco_json(json_file: str) -> dict:
     return content
 
 
-def _class_names(content: dict) -> List[str]:
-    """The class names of a validated COCO JSON, ordered by category id."""
-    return [c["name"] for c in sorted(content["categories"], key=lambda c: c["id"])]
+def _class_names(content: dict, negative_box_category: Optional[str] = None) -> List[str]:
+    """The class names of a validated COCO JSON, ordered by category id; the negative-box
+    category is none."""
+    categories = sorted(content["categories"], key=lambda c: c["id"])
+    return [c["name"] for c in categories if c["name"] != negative_box_category]
+
+
+def _negative_category_ids(json_file: str, content: dict, category: str) -> Set[int]:
+    """The JSON ids of the negative-box category (a name may be given to several ids)."""
+    check_negative_box_category(
+        f"COCO {json_file}",
+        category,
+        [c["name"] for c in content["categories"]],
+        _class_names(content, category),
+    )
+    return {c["id"] for c in content["categories"] if c["name"] == category}
+
+
+def _contiguous_ids(content: dict, negative_ids: Set[int]) -> Dict[int, int]:
+    """JSON category id -> contiguous id, as ``load_coco_json`` maps them (by sorted id), with
+    the negative-box category left out."""
+    ids = sorted(c["id"] for c in content["categories"] if c["id"] not in negative_ids)
+    return {category_id: index for index, category_id in enumerate(ids)}
 
 
 def _missing_images(json_file: str, image_root: str, content: dict, policy: str) -> Set[str]:
@@ -171,7 +195,11 @@ def _check_unique_image_ids(json_file: str, images: List[dict]) -> None:
 
 
 def load_coco_with_negatives(
-    json_file: str, image_root: str, dataset_name: str, missing_images: str = "error"
+    json_file: str,
+    image_root: str,
+    dataset_name: str,
+    missing_images: str = "error",
+    negative_box_category: Optional[str] = None,
 ) -> List[dict]:
     """Load a COCO JSON, keeping images without annotations as negatives.
 
@@ -185,26 +213,75 @@ def load_coco_with_negatives(
             map from JSON category ids to contiguous ids 0 .. C - 1.
         missing_images: what to do with an image of the JSON that is not on disk: "error"
             raises naming it, "drop" leaves it out with a warning that counts and names it.
+        negative_box_category: the name of a category whose annotations are negative boxes
+            (:mod:`.negative_boxes`), not objects; None = every category is a class.
 
     Returns:
-        Dataset dicts with XYWH_ABS boxes and contiguous category ids.
+        Dataset dicts with XYWH_ABS boxes and contiguous category ids; with
+        ``negative_box_category``, each also has "negative_boxes" (XYXY_ABS, maybe empty).
 
     Raises:
         ValueError: see ``register_coco_with_negatives``.
     """
     content = _validate_coco_json(json_file)
     missing = _missing_images(json_file, image_root, content, missing_images)
-    dataset_dicts = [
-        d
-        for d in load_coco_json(json_file, image_root, dataset_name)
-        if d["file_name"] not in missing
-    ]
-    log_composition(f"COCO {json_file}", dataset_dicts, len(_class_names(content)))
+    if negative_box_category is None:
+        loaded = load_coco_json(json_file, image_root, dataset_name)
+    else:
+        loaded = _load_with_negative_boxes(
+            json_file, image_root, dataset_name, content, negative_box_category
+        )
+    dataset_dicts = [d for d in loaded if d["file_name"] not in missing]
+    num_classes = len(_class_names(content, negative_box_category))
+    log_composition(f"COCO {json_file}", dataset_dicts, num_classes)
     return dataset_dicts
 
 
+def _load_with_negative_boxes(
+    json_file: str, image_root: str, dataset_name: str, content: dict, category: str
+) -> List[dict]:
+    """``load_coco_json`` with the annotations of ``category`` moved to "negative_boxes"."""
+    negative_ids = _negative_category_ids(json_file, content, category)
+    id_map = _contiguous_ids(content, negative_ids)
+    # Without a dataset name load_coco_json keeps the JSON's category ids and sets no metadata:
+    # its map would count the negative-box category as a class.
+    dataset_dicts = load_coco_json(json_file, image_root)
+    for record in dataset_dicts:
+        _move_negative_boxes(record, negative_ids, id_map)
+    MetadataCatalog.get(dataset_name).set(
+        thing_classes=_class_names(content, category), thing_dataset_id_to_contiguous_id=id_map
+    )
+    return dataset_dicts
+
+
+def _move_negative_boxes(record: dict, negative_ids: Set[int], id_map: Dict[int, int]) -> None:
+    """Move a record's annotations of the negative-box category to its "negative_boxes"; give
+    the others their contiguous category ids."""
+    annotations, negative_boxes = [], []
+    for annotation in record["annotations"]:
+        if annotation["category_id"] in negative_ids:
+            negative_boxes.append(_xyxy(annotation.get("bbox")))
+        else:
+            annotations.append({**annotation, "category_id": id_map[annotation["category_id"]]})
+    record["annotations"], record[NEGATIVE_BOXES] = annotations, negative_boxes
+
+
+def _xyxy(bbox):
+    """A COCO bbox [x, y, width, height] as [x0, y0, x1, y1]; anything else as it is, for the
+    mapper to report naming the image."""
+    try:
+        x, y, width, height = bbox
+        return [x, y, x + width, y + height]
+    except (TypeError, ValueError):
+        return bbox
+
+
 def register_coco_with_negatives(
-    name: str, json_file: str, image_root: str, missing_images: str = "error"
+    name: str,
+    json_file: str,
+    image_root: str,
+    missing_images: str = "error",
+    negative_box_category: Optional[str] = None,
 ) -> str:
     """Register a COCO JSON whose images without annotations are negative images.
 
@@ -212,19 +289,28 @@ def register_coco_with_negatives(
     ``missing_images`` in :func:`load_coco_with_negatives`) and to set thing_classes. Metadata
     json_file is set because ``load_coco_json`` keeps the JSON's image ids, so COCOEvaluator
     can use the file; it is left out when images are dropped, since the evaluator would count
-    the dropped images' objects as missed.
+    the dropped images' objects as missed, and with ``negative_box_category``, since it would
+    evaluate that category as a class (COCOEvaluator then converts the loaded dataset).
 
     Raises:
         ValueError: the JSON is not an object of lists, has no images, repeats an image id,
             has no categories or a malformed entry, or lists an image that is not on disk
-            (``missing_images`` "error"; every image missing, under either policy).
+            (``missing_images`` "error"; every image missing, under either policy), or
+            ``negative_box_category`` names no category of it.
     """
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     content = _validate_coco_json(json_file)
     missing = _missing_images(json_file, image_root, content, missing_images)
+    extra = {} if missing or negative_box_category else {"json_file": json_file}
+    if negative_box_category is not None:
+        negative_ids = _negative_category_ids(json_file, content, negative_box_category)
+        extra["thing_dataset_id_to_contiguous_id"] = _contiguous_ids(content, negative_ids)
     DatasetCatalog.register(
-        name, lambda: load_coco_with_negatives(json_file, image_root, name, missing_images)
+        name,
+        lambda: load_coco_with_negatives(
+            json_file, image_root, name, missing_images, negative_box_category
+        ),
     )
-    evaluation_json = {} if missing else {"json_file": json_file}
-    set_dataset_metadata(name, _class_names(content), image_root=image_root, **evaluation_json)
+    classes = _class_names(content, negative_box_category)
+    set_dataset_metadata(name, classes, image_root=image_root, **extra)
     return name

@@ -1,5 +1,10 @@
 """The command-line flags that register datasets (--register-coco, --register-voc,
---register-yolo, --register-negatives, --register-subset), shared by every hnm_d2 launcher."""
+--register-yolo, --register-negatives, --register-subset, and --missing-images and
+--negative-box-category, which apply to the first three), shared by every hnm_d2 launcher.
+
+These are registration flags, not config keys, because the launchers register the datasets
+before they build the config (a registered dataset's metadata is what the config is checked
+against)."""
 
 import argparse
 from typing import List
@@ -57,6 +62,13 @@ def add_registration_arguments(parser: argparse.ArgumentParser) -> argparse.Argu
         default="error",
         help="an image that a --register-coco/--register-voc dataset lists but the disk lacks: "
         "error (default) when registering, or drop it with a warning that names it",
+    )
+    group.add_argument(
+        "--negative-box-category",
+        metavar="NAME",
+        help="a category of the --register-coco/--register-voc/--register-yolo datasets whose "
+        "boxes are negative boxes (looks like an object, and is not): no class, but trained as "
+        "background every time its image is seen",
     )
     group.add_argument(
         "--register-negatives",
@@ -118,14 +130,19 @@ def register_from_args(args: argparse.Namespace) -> List[str]:
     Raises:
         ValueError: --register-negatives without any source of class names.
     """
-    missing = args.missing_images
-    names = [register_coco_with_negatives(*spec, missing) for spec in args.register_coco]
+    missing, negative = args.missing_images, args.negative_box_category
+    names = [
+        register_coco_with_negatives(*spec, missing, negative_box_category=negative)
+        for spec in args.register_coco
+    ]
     for name, root, split, classes in args.register_voc:
         classes = _parse_class_list(classes, "--register-voc")
-        names.append(register_voc(name, root, split, classes, missing))
+        names.append(register_voc(name, root, split, classes, missing, negative))
     for name, root, split, *classes in args.register_yolo:
         classes = _parse_class_list(classes[0], "--register-yolo") if classes else None
-        names.append(register_yolo_with_negatives(name, root, split, classes))
+        names.append(
+            register_yolo_with_negatives(name, root, split, classes, negative_box_category=negative)
+        )
     if args.register_negatives:
         thing_classes = _negatives_classes(args, names)
         names += [

@@ -9,7 +9,10 @@ Differences from the stock mapper, all in training only except the first:
 * every annotation is validated against the image size and the class count before any
   transform, and an invalid one raises or is dropped by ``HNM.DATA.INVALID_ANNOTATIONS``;
 * the output keeps the applied ``TransformList`` under "transforms", which the hard-negative
-  buffer uses to map boxes between a re-visit of an image and its original coordinates.
+  buffer uses to map boxes between a re-visit of an image and its original coordinates;
+* a dict's "negative_boxes" (the contract: :mod:`.negative_boxes`) are validated like the
+  annotations, transformed like them, and output as ``Boxes``; a dict without the field is
+  mapped as before.
 
 The image is read once, by the stock ``__call__``; the extensions hook into
 ``_transform_annotations``, which the stock mapper calls in training with the annotations still
@@ -19,19 +22,24 @@ in original image coordinates and the transforms already chosen.
 import logging
 from typing import List, Optional
 
+import numpy as np
+import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.data.detection_utils import SizeMismatchError
+from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
 from ..compat import has_event_storage
 from ..config import validate_hnm_config
 from ..key_check import check_hnm_keys_are_used
+from .negative_boxes import NEGATIVE_BOXES
 from .validation import (
     InvalidAnnotationError,
     annotation_origin,
     describe_annotation,
     find_annotation_problem,
+    find_negative_box_problem,
 )
 
 __all__ = ["ImageReadError", "NegativeAwareDatasetMapper", "INVALID_ANNOTATION_POLICIES"]
@@ -50,13 +58,15 @@ class NegativeAwareDatasetMapper(DatasetMapper):
     """DatasetMapper that trains on negative images and validates annotations.
 
     Output in training, beyond the stock keys: "instances" always present (gt_boxes: Boxes of
-    shape (N, 4) float32, gt_classes: int64 tensor of shape (N,), N = 0 on a negative image)
-    and "transforms" (the ``TransformList`` applied to the image). At test time the output is
-    the stock mapper's.
+    shape (N, 4) float32, gt_classes: int64 tensor of shape (N,), N = 0 on a negative image),
+    "transforms" (the ``TransformList`` applied to the image) and, when the dict has
+    "negative_boxes", those boxes as Boxes (M, 4) float32 in the output image's coordinates.
+    At test time the output is the stock mapper's.
 
     Attributes:
-        num_dropped_annotations (int): annotations dropped so far by this mapper object. Each
-            DataLoader worker holds its own copy, so with workers this counts per worker.
+        num_dropped_annotations (int): annotations and negative boxes dropped so far by this
+            mapper object. Each DataLoader worker holds its own copy, so with workers this
+            counts per worker.
     """
 
     @configurable
@@ -131,6 +141,10 @@ class NegativeAwareDatasetMapper(DatasetMapper):
         # The stock mapper has already filled in height/width from the image when the dict
         # lacked them, so the boxes are checked against the size they were annotated on.
         dataset_dict["annotations"] = self._valid_annotations(dataset_dict)
+        if NEGATIVE_BOXES in dataset_dict:
+            dataset_dict[NEGATIVE_BOXES] = self._negative_boxes(
+                dataset_dict, transforms, image_shape
+            )
         dataset_dict["transforms"] = transforms
         super()._transform_annotations(dataset_dict, transforms, image_shape)
 
@@ -151,13 +165,55 @@ class NegativeAwareDatasetMapper(DatasetMapper):
                 reason,
                 annotation_origin(annotation),
             )
-            if self.invalid_annotation_policy == "error":
-                raise InvalidAnnotationError(
-                    f"Invalid {description}. Fix the annotation in the dataset, or set "
-                    "HNM.DATA.INVALID_ANNOTATIONS drop to train without it."
-                )
-            self._record_drop(description)
+            self._reject(description, "annotation")
         return valid
+
+    def _negative_boxes(self, dataset_dict: dict, transforms, image_shape) -> Boxes:
+        """The valid negative boxes, transformed as the annotations are; a box that the
+        augmentation cropped away (empty once clipped to the output image) is left out."""
+        valid = self._valid_negative_boxes(dataset_dict)
+        if not valid:
+            return Boxes(torch.zeros((0, 4), dtype=torch.float32))
+        boxes = Boxes(
+            torch.as_tensor(
+                transforms.apply_box(np.asarray(valid, dtype=np.float64)), dtype=torch.float32
+            )
+        )
+        boxes.clip(image_shape)
+        return boxes[boxes.nonempty()]
+
+    def _valid_negative_boxes(self, dataset_dict: dict) -> List[list]:
+        """The negative boxes that pass the annotations' box checks; applies the policy to the
+        others."""
+        boxes = dataset_dict[NEGATIVE_BOXES]
+        file_name, image_id = dataset_dict.get("file_name"), dataset_dict.get("image_id")
+        if not isinstance(boxes, (list, tuple)):
+            raise InvalidAnnotationError(
+                f"Image id {image_id!r} ({file_name}): {NEGATIVE_BOXES!r} is a "
+                f"{type(boxes).__name__}; it must be a list of [x0, y0, x1, y1] boxes in "
+                "XYXY_ABS pixels of the image (see hnm_d2.data.negative_boxes). Fix the code "
+                "that wrote it."
+            )
+        valid = []
+        for index, box in enumerate(boxes):
+            reason = find_negative_box_problem(box, dataset_dict["height"], dataset_dict["width"])
+            if reason is None:
+                valid.append(box)
+                continue
+            description = describe_annotation(
+                file_name, image_id, index, reason, kind=f"{NEGATIVE_BOXES} entry"
+            )
+            self._reject(description, "negative box")
+        return valid
+
+    def _reject(self, description: str, what: str) -> None:
+        """Apply the policy to an invalid annotation or negative box: raise, or count the drop."""
+        if self.invalid_annotation_policy == "error":
+            raise InvalidAnnotationError(
+                f"Invalid {description}. Fix the {what} in the dataset, or set "
+                "HNM.DATA.INVALID_ANNOTATIONS drop to train without it."
+            )
+        self._record_drop(description)
 
     def _record_drop(self, description: str) -> None:
         self.num_dropped_annotations += 1

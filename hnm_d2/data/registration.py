@@ -43,6 +43,7 @@ from typing import List, Sequence, Set, Tuple
 from detectron2.data import MetadataCatalog
 from PIL import Image
 
+from .negative_boxes import log_negative_boxes
 from .subsets import is_negative_image
 from .validation import annotation_origin, describe_annotation, find_annotation_problem
 
@@ -165,12 +166,14 @@ def set_dataset_metadata(name: str, thing_classes: Sequence[str], **extra) -> No
 
 
 def log_composition(source: str, dataset_dicts: List[dict], num_classes: int) -> None:
-    """Log the positive/negative split and warn about annotations the mapper will reject."""
+    """Log the positive/negative split and the negative boxes, and warn about annotations
+    the mapper will reject."""
     num_negative = sum(is_negative_image(d) for d in dataset_dicts)
     logger.info(
         f"{source}: {len(dataset_dicts)} images, {len(dataset_dicts) - num_negative} positive, "
         f"{num_negative} negative."
     )
+    log_negative_boxes(source, dataset_dicts)
     problems = _describe_invalid_annotations(dataset_dicts, num_classes)
     if problems:
         shown = "; ".join(problems[:_INVALID_EXAMPLES_SHOWN])

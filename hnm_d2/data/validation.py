@@ -35,6 +35,7 @@ __all__ = [
     "annotation_origin",
     "describe_annotation",
     "find_annotation_problem",
+    "find_negative_box_problem",
 ]
 
 BOUNDARY_TOLERANCE_PX = 1.0
@@ -53,7 +54,12 @@ class InvalidAnnotationError(ValueError):
 
 
 def describe_annotation(
-    file_name: str, image_id, index: int, reason: str, origin: Optional[str] = None
+    file_name: str,
+    image_id,
+    index: int,
+    reason: str,
+    origin: Optional[str] = None,
+    kind: str = "annotation",
 ) -> str:
     """One line naming an annotation and its problem, for errors and warnings alike.
 
@@ -63,9 +69,10 @@ def describe_annotation(
         index: position of the annotation in the dataset dict's "annotations" list.
         reason: what is wrong, as returned by :func:`find_annotation_problem`.
         origin: where in an annotation file it came from (:func:`annotation_origin`), if known.
+        kind: what is described: "annotation", or "negative_boxes entry" (index in that list).
     """
     where = f"; from {origin}" if origin else ""
-    return f"annotation #{index} of image id {image_id!r} ({file_name}{where}): {reason}"
+    return f"{kind} #{index} of image id {image_id!r} ({file_name}{where}): {reason}"
 
 
 def annotation_origin(annotation) -> Optional[str]:
@@ -97,6 +104,13 @@ def find_annotation_problem(
     return _category_problem(annotation, num_classes) or _box_problem(
         annotation, image_height, image_width
     )
+
+
+def find_negative_box_problem(box, image_height: int, image_width: int) -> Optional[str]:
+    """Why a negative box ([x0, y0, x1, y1] in XYXY_ABS, :mod:`.negative_boxes`) is unusable, or
+    None: the box checks of :func:`find_annotation_problem`, which it must pass to be trained as
+    background at the place it marks."""
+    return _box_problem({"bbox": box, "bbox_mode": BoxMode.XYXY_ABS}, image_height, image_width)
 
 
 def _category_problem(annotation: dict, num_classes: int) -> Optional[str]:

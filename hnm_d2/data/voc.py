@@ -2,16 +2,20 @@
 The split's images are checked to be on disk when it is registered.
 
 Image ids are the digits of each file id ("BloodImage_00338" -> 338), the same in every split.
+
+With ``negative_box_category``, the objects of that class are the images' negative boxes
+(:mod:`.negative_boxes`): it is not one of the chosen classes.
 """
 
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
+from .negative_boxes import NEGATIVE_BOXES, check_negative_box_category
 from .registration import images_not_on_disk, log_composition, set_dataset_metadata
 
 __all__ = ["load_voc_with_negatives", "register_voc"]
@@ -29,40 +33,58 @@ def _voc_image_id(file_id: str, split_file: Path) -> int:
 
 
 def _voc_annotations(tree: ET.ElementTree, class_names: Sequence[str]) -> List[dict]:
-    annotations = []
-    for obj in tree.findall("object"):
-        name = obj.find("name").text.strip()
-        if name not in class_names:
-            continue
-        box = obj.find("bndbox")
-        xmin, ymin, xmax, ymax = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        # VOC's 1-based inclusive pixel indices, converted as detectron2's load_voc_instances
-        # does: (xmin=1, xmax=W) covers the whole image, i.e. (0, W) in coordinate space.
-        annotations.append(
-            {
-                "category_id": class_names.index(name),
-                "bbox": [xmin - 1.0, ymin - 1.0, xmax, ymax],
-                "bbox_mode": BoxMode.XYXY_ABS,
-            }
-        )
-    return annotations
+    return [
+        {
+            "category_id": class_names.index(_voc_name(obj)),
+            "bbox": _voc_box(obj),
+            "bbox_mode": BoxMode.XYXY_ABS,
+        }
+        for obj in tree.findall("object")
+        if _voc_name(obj) in class_names
+    ]
+
+
+def _voc_negative_boxes(tree: ET.ElementTree, category: str) -> List[List[float]]:
+    return [_voc_box(obj) for obj in tree.findall("object") if _voc_name(obj) == category]
+
+
+def _voc_name(obj: ET.Element) -> str:
+    return obj.find("name").text.strip()
+
+
+def _voc_box(obj: ET.Element) -> List[float]:
+    """An <object>'s <bndbox> in XYXY_ABS. VOC's 1-based inclusive pixel indices, converted as
+    detectron2's load_voc_instances does: (xmin=1, xmax=W) covers the whole image, i.e. (0, W)
+    in coordinate space."""
+    box = obj.find("bndbox")
+    xmin, ymin, xmax, ymax = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+    return [xmin - 1.0, ymin - 1.0, xmax, ymax]
 
 
 def _voc_image_path(root: Path, file_id: str) -> str:
     return str(root / "JPEGImages" / f"{file_id}.jpg")
 
 
-def _voc_record(root: Path, file_id: str, image_id: int, class_names: List[str]) -> dict:
+def _voc_record(
+    root: Path,
+    file_id: str,
+    image_id: int,
+    class_names: List[str],
+    negative_box_category: Optional[str],
+) -> dict:
     xml_path = root / "Annotations" / f"{file_id}.xml"
     try:
         tree = ET.parse(xml_path)
-        return {
+        record = {
             "file_name": _voc_image_path(root, file_id),
             "image_id": image_id,
             "height": int(tree.findtext("./size/height")),
             "width": int(tree.findtext("./size/width")),
             "annotations": _voc_annotations(tree, class_names),
         }
+        if negative_box_category is not None:
+            record[NEGATIVE_BOXES] = _voc_negative_boxes(tree, negative_box_category)
+        return record
     except (ET.ParseError, AttributeError, TypeError, ValueError) as err:
         raise ValueError(
             f"{xml_path} (image id {image_id}) is not a readable VOC annotation ({err!r}): check "
@@ -71,7 +93,11 @@ def _voc_record(root: Path, file_id: str, image_id: int, class_names: List[str])
 
 
 def load_voc_with_negatives(
-    root: str, split: str, class_names: Sequence[str], missing_images: str = "error"
+    root: str,
+    split: str,
+    class_names: Sequence[str],
+    missing_images: str = "error",
+    negative_box_category: Optional[str] = None,
 ) -> List[dict]:
     """Load a Pascal VOC split, keeping only the chosen classes.
 
@@ -85,15 +111,19 @@ def load_voc_with_negatives(
         missing_images: what to do with a file id of the split whose JPEGImages/*.jpg is not
             on disk: "error" raises naming it, "drop" leaves it out with a warning that counts
             and names it.
+        negative_box_category: a class whose objects are negative boxes
+            (:mod:`.negative_boxes`), not one of ``class_names``; None = none.
 
     Returns:
-        Dataset dicts with XYXY_ABS boxes.
+        Dataset dicts with XYXY_ABS boxes; with ``negative_box_category``, each also has
+        "negative_boxes" (XYXY_ABS, maybe empty).
 
     Raises:
         FileNotFoundError: the split file does not exist.
         ValueError: a file id has no digits, two file ids give the same image id, an XML
-            file lacks a field, a chosen class has no object in the split, or an image is
-            not on disk (``missing_images`` "error"; every image, under either policy).
+            file lacks a field, a chosen class has no object in the split, an image is
+            not on disk (``missing_images`` "error"; every image, under either policy), or
+            ``negative_box_category`` has no object in the split or is a chosen class.
     """
     root, class_names = Path(root), list(class_names)
     split_file = _voc_split_file(root, split)
@@ -107,8 +137,14 @@ def load_voc_with_negatives(
                 f"give image id {image_id}. Rename one of them."
             )
         file_id_of_image_id[image_id] = file_id
-        dataset_dicts.append(_voc_record(root, file_id, image_id, class_names))
+        dataset_dicts.append(
+            _voc_record(root, file_id, image_id, class_names, negative_box_category)
+        )
     _check_every_class_occurs(root, split, file_ids, class_names, dataset_dicts)
+    if negative_box_category is not None:
+        _check_negative_category(
+            root, split, file_ids, class_names, negative_box_category, dataset_dicts
+        )
     log_composition(f"VOC {root} split {split}", dataset_dicts, len(class_names))
     return dataset_dicts
 
@@ -149,15 +185,33 @@ def _check_every_class_occurs(root, split, file_ids, class_names, dataset_dicts)
     found = {a["category_id"] for d in dataset_dicts for a in d["annotations"]}
     missing = [name for i, name in enumerate(class_names) if i not in found]
     if missing:
-        present = sorted({name for f in file_ids for name in _voc_object_names(root, f)})
         raise ValueError(
             f"VOC {root} split {split}: no object of class {missing} in any image. Check the "
-            f"spelling (class names are case-sensitive); the split holds {present}."
+            f"spelling (class names are case-sensitive); the split holds "
+            f"{_voc_split_names(root, file_ids)}."
         )
 
 
+def _check_negative_category(root, split, file_ids, class_names, category, dataset_dicts):
+    """The negative-box category must mark a box of the split, as each chosen class must."""
+    found = any(d[NEGATIVE_BOXES] for d in dataset_dicts)
+    # The split's class names (every XML file read again) only for the message of an error.
+    names = [category] if found else _voc_split_names(root, file_ids)
+    check_negative_box_category(f"VOC {root} split {split}", category, names, class_names)
+
+
+def _voc_split_names(root: Path, file_ids: List[str]) -> List[str]:
+    """The class names of the split's objects (every XML file read again)."""
+    return sorted({name for f in file_ids for name in _voc_object_names(root, f)})
+
+
 def register_voc(
-    name: str, root: str, split: str, class_names: Sequence[str], missing_images: str = "error"
+    name: str,
+    root: str,
+    split: str,
+    class_names: Sequence[str],
+    missing_images: str = "error",
+    negative_box_category: Optional[str] = None,
 ) -> str:
     """Register a Pascal VOC split with a subset of its classes; see load_voc_with_negatives.
 
@@ -166,7 +220,10 @@ def register_voc(
     root, class_names = os.fspath(root), list(class_names)
     _voc_file_ids_on_disk(Path(root), split, missing_images)
     DatasetCatalog.register(
-        name, lambda: load_voc_with_negatives(root, split, class_names, missing_images)
+        name,
+        lambda: load_voc_with_negatives(
+            root, split, class_names, missing_images, negative_box_category
+        ),
     )
     set_dataset_metadata(name, class_names, dirname=root, split=split)
     return name

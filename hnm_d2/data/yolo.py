@@ -15,7 +15,8 @@ Class names come from data.yaml's ``names``, else from the first classes.txt of 
 ROOT/labels and the split's label folder. LabelImg writes a classes.txt into the label folder:
 it is a class list, never the label file of an image. With a chosen subset of the classes, as
 for VOC, an image holding none of them is a negative, and the other classes' boxes are left out
-and counted in the log.
+and counted in the log. With ``negative_box_category``, the boxes of that class are the images'
+negative boxes (:mod:`.negative_boxes`): it is no class, chosen or left out.
 
 Rows, and the policy for bad ones (the other loaders' policy):
 
@@ -42,6 +43,7 @@ import yaml
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
+from .negative_boxes import NEGATIVE_BOXES, check_negative_box_category
 from .registration import (
     IMAGE_EXTENSIONS,
     image_size_after_exif,
@@ -172,16 +174,26 @@ def _names_of_index_dict(path: Path, names: dict) -> list:
 
 
 def _chosen_classes(
-    root: Path, names: List[str], names_file: Path, class_names: Optional[Sequence[str]]
+    root: Path,
+    names: List[str],
+    names_file: Path,
+    class_names: Optional[Sequence[str]],
+    negative_box_category: Optional[str],
 ) -> List[str]:
+    """The classes to learn: ``class_names``, or every name but the negative-box category."""
     if class_names is None:
-        return list(names)
-    chosen = list(class_names)
-    unknown = [name for name in chosen if name not in names]
-    if unknown or not chosen:
-        raise ValueError(
-            f"YOLO {root}: class {unknown or chosen} is not among the classes of {names_file}: "
-            f"{names}. Check the spelling (class names are case-sensitive)."
+        chosen = [name for name in names if name != negative_box_category]
+    else:
+        chosen = list(class_names)
+        unknown = [name for name in chosen if name not in names]
+        if unknown or not chosen:
+            raise ValueError(
+                f"YOLO {root}: class {unknown or chosen} is not among the classes of "
+                f"{names_file}: {names}. Check the spelling (class names are case-sensitive)."
+            )
+    if negative_box_category is not None:
+        check_negative_box_category(
+            f"YOLO {root} ({names_file})", negative_box_category, names, chosen
         )
     return chosen
 
@@ -318,10 +330,23 @@ def _row_problem(values: List[str]) -> Optional[str]:
 
 
 class _Classes:
-    """The dataset's class names and the chosen ones: maps a row's class index to a category."""
+    """The dataset's class names, the chosen ones and the negative-box category: maps a row's
+    class index to a category."""
 
-    def __init__(self, names: List[str], chosen: List[str], names_file: Path):
+    def __init__(
+        self,
+        names: List[str],
+        chosen: List[str],
+        names_file: Path,
+        negative_box_category: Optional[str],
+    ):
         self.names, self.chosen, self.names_file = names, chosen, names_file
+        self.negative_box_category = negative_box_category
+
+    def is_negative_box(self, class_index: int) -> bool:
+        return 0 <= class_index < len(self.names) and (
+            self.names[class_index] == self.negative_box_category
+        )
 
     def category_id(self, class_index: int) -> Optional[int]:
         """The chosen category of a class index; None for a class not chosen. An index outside
@@ -347,36 +372,49 @@ def _record(image: Path, image_id: int, label_file: Path, classes: _Classes, tal
     if label_file.is_file():
         rows, malformed = _read_rows(label_file)
         tally.malformed_rows += malformed
-    annotations = []
+    annotations, negative_boxes = [], []
     for row in rows:
+        if classes.is_negative_box(row.class_index):
+            negative_boxes.append(_pixel_box(row, height, width))
+            continue
         category_id = classes.category_id(row.class_index)
         if category_id is None:
             tally.boxes_left_out[classes.names[row.class_index]] += 1
         else:
             annotations.append(_annotation(row, category_id, height, width, label_file, classes))
     if not annotations:
-        tally.negatives[_why_negative(label_file, rows)] += 1
-    return {
+        tally.negatives[_why_negative(label_file, rows, negative_boxes)] += 1
+    record = {
         "file_name": str(image),
         "image_id": image_id,
         "height": height,
         "width": width,
         "annotations": annotations,
     }
+    if classes.negative_box_category is not None:
+        record[NEGATIVE_BOXES] = negative_boxes
+    return record
 
 
-def _why_negative(label_file: Path, rows: List[_Row]) -> str:
+def _why_negative(label_file: Path, rows: List[_Row], negative_boxes: list) -> str:
     if not label_file.is_file():
         return "no label file"
-    return "an empty label file" if not rows else "no box of a chosen class"
+    if not rows:
+        return "an empty label file"
+    return "negative boxes only" if len(negative_boxes) == len(rows) else "no box of a chosen class"
+
+
+def _pixel_box(row: _Row, height: int, width: int) -> List[float]:
+    """A row's box in XYXY_ABS pixels."""
+    cx, cy, w, h = row.box
+    x0, y0 = (cx - w / 2) * width, (cy - h / 2) * height
+    return [x0, y0, x0 + w * width, y0 + h * height]
 
 
 def _annotation(row: _Row, category_id: int, height: int, width: int, label_file, classes):
-    cx, cy, w, h = row.box
-    x0, y0 = (cx - w / 2) * width, (cy - h / 2) * height
     annotation = {
         "category_id": category_id,
-        "bbox": [x0, y0, x0 + w * width, y0 + h * height],
+        "bbox": _pixel_box(row, height, width),
         "bbox_mode": BoxMode.XYXY_ABS,
     }
     # Only an invalid annotation carries its origin: the messages that name it need it, and
@@ -390,7 +428,11 @@ def _annotation(row: _Row, category_id: int, height: int, width: int, label_file
 
 
 def load_yolo_with_negatives(
-    root: str, split: str, class_names: Optional[Sequence[str]] = None, id_offset: int = 0
+    root: str,
+    split: str,
+    class_names: Optional[Sequence[str]] = None,
+    id_offset: int = 0,
+    negative_box_category: Optional[str] = None,
 ) -> List[dict]:
     """Load a split of a YOLO-format dataset; images without a box are negatives.
 
@@ -403,20 +445,26 @@ def load_yolo_with_negatives(
             chosen classes is a negative. None keeps every class, in class-index order.
         id_offset: image id of the first image in sorted path order (a list file's order);
             the others follow.
+        negative_box_category: a class name whose boxes are negative boxes
+            (:mod:`.negative_boxes`), not objects; not one of ``class_names``, and left out of
+            them when they are None. None = none.
 
     Returns:
-        Dataset dicts with XYXY_ABS boxes in pixels of the image as detectron2 decodes it.
+        Dataset dicts with XYXY_ABS boxes in pixels of the image as detectron2 decodes it;
+        with ``negative_box_category``, each also has "negative_boxes" (maybe empty).
 
     Raises:
         FileNotFoundError: the split's image folder, or every source of class names, is
             missing.
-        ValueError: data.yaml is malformed, a chosen class is not among the names, the image
-            folder holds no image or an unreadable one, or rows are not five numbers.
+        ValueError: data.yaml is malformed, a chosen class or the negative-box category is
+            not among the names, the image folder holds no image or an unreadable one, or rows
+            are not five numbers.
     """
     root = Path(root)
     folders = _split_folders(root, split)
     names, names_file = _class_names(root, folders)
-    classes = _Classes(names, _chosen_classes(root, names, names_file, class_names), names_file)
+    chosen = _chosen_classes(root, names, names_file, class_names, negative_box_category)
+    classes = _Classes(names, chosen, names_file, negative_box_category)
     tally, dataset_dicts = _Tally(), []
     for index, (image, label_file) in enumerate(_images_and_label_files(root, split, folders)):
         dataset_dicts.append(_record(image, id_offset + index, label_file, classes, tally))
@@ -449,6 +497,7 @@ def register_yolo_with_negatives(
     split: str,
     class_names: Optional[Sequence[str]] = None,
     id_offset: Optional[int] = None,
+    negative_box_category: Optional[str] = None,
 ) -> str:
     """Register a split of a YOLO-format dataset; see :func:`load_yolo_with_negatives`.
 
@@ -458,15 +507,19 @@ def register_yolo_with_negatives(
 
     Args:
         name: dataset name.
-        root, split, class_names: see :func:`load_yolo_with_negatives`.
+        root, split, class_names, negative_box_category: see
+            :func:`load_yolo_with_negatives`.
         id_offset: first image id; None = ``name_id_offset(name)`` (see :mod:`.registration`).
     """
     root_path = Path(root)
     folders = _split_folders(root_path, split)
     names, names_file = _class_names(root_path, folders)
-    chosen = _chosen_classes(root_path, names, names_file, class_names)
+    chosen = _chosen_classes(root_path, names, names_file, class_names, negative_box_category)
     offset = name_id_offset(name) if id_offset is None else id_offset
     root = os.fspath(root)
-    DatasetCatalog.register(name, lambda: load_yolo_with_negatives(root, split, chosen, offset))
+    DatasetCatalog.register(
+        name,
+        lambda: load_yolo_with_negatives(root, split, chosen, offset, negative_box_category),
+    )
     set_dataset_metadata(name, chosen, image_root=str(folders.images), dirname=root, split=split)
     return name

@@ -2,8 +2,9 @@
 memory. This file overrides detectron2's hooks and composes the mechanisms, each in its file:
 
 - OHEM (MODEL.HNM.ROI_OHEM): :mod:`.roi_heads_ohem`; the box branch trains on the kept RoIs.
-- Hard-negative buffer (MODEL.HNM.BUFFER): :mod:`.roi_heads_buffer`; its boxes join the sampled
-  proposals, and the box branch's hard background RoIs are recorded after it has run.
+- Hard-negative buffer (MODEL.HNM.BUFFER) and negative boxes (a dataset's own, on when the
+  inputs carry them): :mod:`.roi_heads_buffer`; their boxes join the sampled proposals, and
+  the box branch's hard background RoIs are recorded by the buffer after it has run.
 - Feature memory (MODEL.HNM.FEATURE_MEMORY): :mod:`.roi_heads_memory`; its entries join
   the classification loss, and the box branch's hard background RoIs are added after it has run.
 - What the buffer and the memory share (which RoIs are hard negatives): :mod:`.hard_negatives`.
@@ -96,7 +97,8 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, 
         self.buffer_bg_share = buffer_bg_share
         self.hard_negative_max_iou = hard_negative_max_iou
         self.feature_memory = feature_memory
-        # The batch's images while HNMRCNN runs the heads (ROIHeadsBuffer.visiting).
+        # The batch's images while HNMRCNN runs the heads with the buffer on or negative boxes
+        # in the batch (ROIHeadsBuffer.visiting); None otherwise.
         self._visit: Optional[ImageVisit] = None
         # The RoIs OHEM kept in this training step, from _forward_box to _forward_mask: stock
         # forward hands both the same proposals, and the mask head must train on the kept ones.
@@ -132,11 +134,12 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, 
     def label_and_sample_proposals(
         self, proposals: List[Instances], targets: List[Instances]
     ) -> List[Instances]:
-        """Stock labelling and sampling; with the buffer on, plus each image's buffered hard
-        negatives (:meth:`_label_and_sample_with_buffer`)."""
-        if self.hard_negative_buffer is None:
+        """Stock labelling and sampling; with the buffer on or negative boxes in the batch
+        (then :meth:`visiting` set ``_visit``), plus each image's injected background
+        (:meth:`_label_and_sample_with_injected_background`)."""
+        if self.hard_negative_buffer is None and self._visit is None:
             return super().label_and_sample_proposals(proposals, targets)
-        return self._label_and_sample_with_buffer(
+        return self._label_and_sample_with_injected_background(
             proposals, targets, super().label_and_sample_proposals
         )
 

@@ -1,16 +1,23 @@
-"""The hard-negative buffer in the heads (MODEL.HNM.BUFFER): which images the batch holds, the
-buffered boxes injected as background proposals, and the hard negatives recorded after the box
-branch has run.
+"""Injected background in the heads: which images the batch holds, their negative boxes and
+buffered boxes injected as background proposals, and the hard negatives the buffer
+(MODEL.HNM.BUFFER) records after the box branch has run.
 
 Background proposals the box head scored as objects (:mod:`.hard_negatives`) are stored per
 image file (:class:`HardNegativeBuffer`, original image coordinates) and come back as extra
 background proposals when the image is sampled again. Without OHEM they are guaranteed BG_SHARE
 of the image's background quota; with OHEM they simply join the candidates that OHEM ranks (a
 box still hard is kept by its loss, one no longer hard is not forced in).
+
+An image's negative boxes (a person's "looks like an object, and is not",
+:mod:`hnm_d2.data.negative_boxes`; no config key, on when the inputs carry them) take the same
+path, first and whatever the buffer's settings: without OHEM they get as much of the image's
+background quota as they need, every time the image is seen; with OHEM they join the
+candidates as the buffered boxes do.
 """
 
 import contextlib
-from typing import Callable, Dict, List, NamedTuple, Optional
+import math
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,39 +25,52 @@ from detectron2.layers import cat
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 
+from ..data.negative_boxes import NEGATIVE_BOXES
 from .buffer import HardNegativeBuffer, image_key
 from .hard_negatives import HardNegativePicking
 
 __all__ = ["ImageVisit", "ROIHeadsBuffer"]
 
 
+# The objectness logit of an injected negative box: that of a certain box, as stock gives the
+# gt boxes it appends to the proposals. Nothing reads it in training; Instances.cat needs it.
+_CERTAIN_LOGIT = math.log((1.0 - 1e-10) / 1e-10)
+
+
 class ImageVisit(NamedTuple):
     """The images of the current training batch, as HNMRCNN passes them to the heads.
 
     Attributes:
-        file_names (list[str]): the image file of each image: its identity across datasets
-            (separate COCO files all number their images from 1, so an id alone can clash).
-        keys (list[int]): buffer key of each image (:func:`image_key` of its file name).
-        transforms (list[TransformList]): the augmentation applied to each image.
+        negative_boxes (list[Boxes or None]): per image, its negative boxes in this visit's
+            coordinates; None for an input without the field.
+        file_names (list[str] or None): with the buffer on, the image file of each image: its
+            identity across datasets (separate COCO files all number their images from 1, so
+            an id alone can clash).
+        keys (list[int] or None): with the buffer on, the buffer key of each image
+            (:func:`image_key` of its file name).
+        transforms (list[TransformList] or None): with the buffer on, the augmentation applied
+            to each image.
         buffered (list[Instances] or None): per image, its buffered boxes that are background
             at this visit (this visit's coordinates), set when the proposals are labelled.
     """
 
-    file_names: List[str]
-    keys: List[int]
-    transforms: list
+    negative_boxes: List[Optional[Boxes]]
+    file_names: Optional[List[str]] = None
+    keys: Optional[List[int]] = None
+    transforms: Optional[list] = None
     buffered: Optional[List[Instances]] = None
 
 
 class ROIHeadsBuffer(HardNegativePicking):
-    """Mixin of the hnm_d2 ROI heads: the box buffer's side of a training step. The heads set
-    ``hard_negative_buffer``, ``buffer_bg_share`` and ``hard_negative_max_iou``, and start with
-    ``_visit = None``.
+    """Mixin of the hnm_d2 ROI heads: the injected background's side of a training step (the
+    negative boxes and the box buffer). The heads set ``hard_negative_buffer``,
+    ``buffer_bg_share`` and ``hard_negative_max_iou``, and start with ``_visit = None``.
 
     ``_visit`` carries the batch from :meth:`visiting` (HNMRCNN, which has the inputs) to the
-    heads, and this visit's buffered background boxes from :meth:`_label_and_sample_with_buffer`
-    to :meth:`_remember_hard_negatives`: stock ``forward`` calls the one, then ``_forward_box``,
-    and hands over neither the inputs nor anything but the proposals in between.
+    heads, and this visit's buffered background boxes from
+    :meth:`_label_and_sample_with_injected_background` to :meth:`_remember_hard_negatives`:
+    stock ``forward`` calls the one, then ``_forward_box``, and hands over neither the inputs
+    nor anything but the proposals in between.
     """
 
     @classmethod
@@ -73,17 +93,24 @@ class ROIHeadsBuffer(HardNegativePicking):
 
     @contextlib.contextmanager
     def visiting(self, batched_inputs: List[Dict]):
-        """Tell the heads which images the training batch inside this context holds.
+        """Tell the heads which images the training batch inside this context holds: with the
+        buffer on, or when an input carries negative boxes.
 
         Args:
             batched_inputs (list[dict]): the model's training inputs; with the buffer on each
                 needs "file_name" (the image's identity) and "transforms" (the TransformList
                 the mapper applied; :class:`hnm_d2.data.NegativeAwareDatasetMapper` keeps it).
+                Any may carry "negative_boxes" (Boxes in the input's coordinates, as that
+                mapper outputs them).
         """
+        negative_boxes = [_negative_boxes_of(x, k) for k, x in enumerate(batched_inputs)]
         if self.hard_negative_buffer is not None:
             file_names = [_required_input(x, "file_name", k) for k, x in enumerate(batched_inputs)]
             transforms = [_required_input(x, "transforms", k) for k, x in enumerate(batched_inputs)]
-            self._visit = ImageVisit(file_names, [image_key(f) for f in file_names], transforms)
+            keys = [image_key(f) for f in file_names]
+            self._visit = ImageVisit(negative_boxes, file_names, keys, transforms)
+        elif any(b is not None for b in negative_boxes):
+            self._visit = ImageVisit(negative_boxes)
         try:
             yield
         finally:
@@ -98,11 +125,11 @@ class ROIHeadsBuffer(HardNegativePicking):
             )
         return self._visit
 
-    def _label_and_sample_with_buffer(
+    def _label_and_sample_with_injected_background(
         self, proposals: List[Instances], targets: List[Instances], label_and_sample: Callable
     ) -> List[Instances]:
-        """Stock labelling and sampling (``label_and_sample``), plus each image's buffered hard
-        negatives.
+        """Stock labelling and sampling (``label_and_sample``), plus each image's injected
+        background: its negative boxes, and with the buffer on its buffered hard negatives.
 
         Args:
             proposals (list[Instances]): per image, fields proposal_boxes, objectness_logits.
@@ -111,28 +138,52 @@ class ROIHeadsBuffer(HardNegativePicking):
 
         Returns:
             list[Instances]: the training proposals (see the stock method). Without OHEM the
-            buffered boxes get their BG_SHARE of the sampled background; with OHEM they join
-            the candidates (hnm/buffer_injected counts them either way).
+            injected boxes take background slots (:meth:`_inject`); with OHEM they join the
+            candidates, labelled by the stock matcher (hnm/negative_boxes_injected and
+            hnm/buffer_injected count them per image either way).
         """
         visit = self._current_visit()
+        negative = [_negative_proposals(b, p) for b, p in zip(visit.negative_boxes, proposals)]
+        buffered = self._buffered_candidates(visit, proposals)
+        background = [self._label_background(b, t) for b, t in zip(buffered, targets)]
+        if self.hard_negative_buffer is not None:
+            # Re-scored after the box head has run, whether trained on or not (see
+            # _remember_hard_negatives); a box that now overlaps an object leaves the buffer.
+            self._visit = visit._replace(buffered=background)
+        if self.ohem_enabled:
+            candidates = [
+                Instances.cat([p, n, b]) for p, n, b in zip(proposals, negative, buffered)
+            ]
+            sampled = label_and_sample(candidates, targets)
+            counts = [(len(n), len(b)) for n, b in zip(negative, buffered)]
+        else:
+            sampled = label_and_sample(proposals, targets)
+            negative = [self._label_background(n, t) for n, t in zip(negative, targets)]
+            sampled, counts = zip(
+                *[self._inject(s, n, b) for s, n, b in zip(sampled, negative, background)]
+            )
+        self._log_injected(visit, counts)
+        return list(sampled)
+
+    def _buffered_candidates(self, visit: ImageVisit, proposals: List[Instances]):
+        """Per image, its buffered boxes as proposals (none without the buffer)."""
+        if self.hard_negative_buffer is None:
+            return [p[:0] for p in proposals]
         self.hard_negative_buffer.expire(get_event_storage().iter)
-        buffered = [
+        return [
             self._buffered_proposals(key, tfm, p)
             for key, tfm, p in zip(visit.keys, visit.transforms, proposals)
         ]
-        # Re-scored after the box head has run, whether trained on or not (see
-        # _remember_hard_negatives); a box that now overlaps an object leaves the buffer.
-        background = [self._label_background(b, t) for b, t in zip(buffered, targets)]
-        self._visit = visit._replace(buffered=background)
-        if self.ohem_enabled:
-            proposals = [Instances.cat([p, b]) for p, b in zip(proposals, buffered)]
-            sampled = label_and_sample(proposals, targets)
-            num_injected = [len(b) for b in buffered]
-        else:
-            sampled = label_and_sample(proposals, targets)
-            sampled, num_injected = zip(*[self._inject(s, b) for s, b in zip(sampled, background)])
-        get_event_storage().put_scalar("hnm/buffer_injected", float(np.mean(num_injected)))
-        return list(sampled)
+
+    def _log_injected(self, visit: ImageVisit, counts: List[Tuple[int, int]]) -> None:
+        """hnm/negative_boxes_injected (when an input carries negative boxes) and
+        hnm/buffer_injected (with the buffer on): the boxes injected per image."""
+        num_negative, num_buffered = zip(*counts)
+        storage = get_event_storage()
+        if any(b is not None for b in visit.negative_boxes):
+            storage.put_scalar("hnm/negative_boxes_injected", float(np.mean(num_negative)))
+        if self.hard_negative_buffer is not None:
+            storage.put_scalar("hnm/buffer_injected", float(np.mean(num_buffered)))
 
     def _buffered_proposals(self, key, transforms, proposals: Instances) -> Instances:
         """The buffered boxes of one image as proposals in this visit's coordinates.
@@ -152,37 +203,43 @@ class ROIHeadsBuffer(HardNegativePicking):
             objectness_logits=torch.logit(scores, eps=1e-6).to(device)[keep],
         )
 
-    def _inject(self, sampled: Instances, buffered: Instances):
-        """Give one image's buffered background boxes their BG_SHARE of the background quota.
+    def _inject(self, sampled: Instances, negative: Instances, buffered: Instances):
+        """Give one image's injected background boxes slots of its background quota B - #fg.
 
-        min(#buffered, floor(BG_SHARE * (B - #fg))) buffered boxes, best first, take the
-        free slots of a short batch, then replace the last sampled background proposals
-        (the stock sampler puts foreground first and background in random order after).
+        Its negative boxes first, as many as the quota holds (a person marked each one); then
+        its buffered boxes, best first, their BG_SHARE of the quota, floor(BG_SHARE *
+        (B - #fg)), within what the negative boxes left. The injected boxes take the free slots
+        of a short batch, then replace the last sampled background proposals (the stock sampler
+        puts foreground first and background in random order after).
 
         Returns:
-            (Instances, int): the training proposals of the image, the boxes injected.
+            (Instances, (int, int)): the training proposals of the image; the negative boxes
+            and the buffered boxes injected.
         """
-        if len(buffered) == 0:
-            return sampled, 0
+        if len(negative) + len(buffered) == 0:
+            return sampled, (0, 0)
         num_fg = int((sampled.gt_classes != self.num_classes).sum())
-        quota = int(self.buffer_bg_share * (self.batch_size_per_image - num_fg))
-        num_injected = min(len(buffered), quota)
+        quota = self.batch_size_per_image - num_fg
+        num_negative = min(len(negative), quota)
+        num_buffered = min(len(buffered), int(self.buffer_bg_share * quota), quota - num_negative)
+        injected = Instances.cat([negative[:num_negative], buffered[:num_buffered]])
         num_free = self.batch_size_per_image - len(sampled)
-        num_replaced = max(0, num_injected - num_free)
+        num_replaced = max(0, len(injected) - num_free)
         kept = sampled[: len(sampled) - num_replaced]
-        return Instances.cat([kept, buffered[:num_injected]]), num_injected
+        return Instances.cat([kept, injected]), (num_negative, num_buffered)
 
-    def _label_background(self, buffered: Instances, targets: Instances) -> Instances:
-        """Match buffered boxes to the gt boxes as proposals are matched; keep the background.
+    def _label_background(self, injected: Instances, targets: Instances) -> Instances:
+        """Match injected (negative or buffered) boxes to the gt boxes as proposals are
+        matched; keep the background.
 
-        A box the matcher no longer calls background (label 0) is no hard negative at this
-        visit, so it is left out. The gt_* fields are filled as the stock labelling fills
-        them, so the result concatenates with the sampled proposals.
+        A box the matcher does not call background (label 0) overlaps an object enough to be
+        one at this visit, so it is left out. The gt_* fields are filled as the stock
+        labelling fills them, so the result concatenates with the sampled proposals.
         """
-        match_quality = pairwise_iou(targets.gt_boxes, buffered.proposal_boxes)
+        match_quality = pairwise_iou(targets.gt_boxes, injected.proposal_boxes)
         matched_idxs, matched_labels = self.proposal_matcher(match_quality)
         is_background = matched_labels == 0
-        labelled = buffered[is_background]
+        labelled = injected[is_background]
         labelled.gt_classes = torch.full_like(matched_idxs[is_background], self.num_classes)
         if len(targets) > 0:
             for name, value in targets.get_fields().items():
@@ -254,6 +311,36 @@ def _required_input(batched_input: Dict, field: str, index: int):
             "mapper applied under 'transforms'; or turn MODEL.HNM.BUFFER.ENABLED off."
         )
     return batched_input[field]
+
+
+def _negative_boxes_of(batched_input: Dict, index: int) -> Optional[Boxes]:
+    """The negative boxes of a training input (None when it has none), or a clear error when
+    they are not in its coordinates."""
+    boxes = batched_input.get(NEGATIVE_BOXES)
+    if boxes is None or isinstance(boxes, Boxes):
+        return boxes
+    raise ValueError(
+        f"Training input {index} (file {batched_input.get('file_name', '?')}, image id "
+        f"{batched_input.get('image_id', '?')}) has {NEGATIVE_BOXES!r} as a "
+        f"{type(boxes).__name__}, not Boxes: the dataset dict's boxes (original image "
+        "coordinates) were not transformed with the image. Map the data with "
+        "hnm_d2.data.NegativeAwareDatasetMapper (hnm_d2.data.build_hnm_train_loader does), "
+        "or put Boxes in the input image's coordinates there."
+    )
+
+
+def _negative_proposals(negative_boxes: Optional[Boxes], proposals: Instances) -> Instances:
+    """One image's negative boxes as proposals (fields of ``proposals``; none when None)."""
+    if negative_boxes is None:
+        return proposals[:0]
+    logits = proposals.objectness_logits
+    return Instances(
+        proposals.image_size,
+        proposal_boxes=negative_boxes.to(logits.device),
+        objectness_logits=torch.full(
+            (len(negative_boxes),), _CERTAIN_LOGIT, dtype=logits.dtype, device=logits.device
+        ),
+    )
 
 
 def _to_original(boxes: torch.Tensor, transforms, file_name) -> torch.Tensor:
