@@ -97,7 +97,9 @@ def added_images_entry(images, pool_size_after):
     }
 
 
-def build_report(round_summaries, pool, rounds_requested, stop_reason=None, verdicts=None):
+def build_report(
+    round_summaries, pool, rounds_requested, stop_reason=None, verdicts=None, selection="hardest"
+):
     """The content of report.json.
 
     Args:
@@ -107,9 +109,11 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None, verd
         stop_reason (str or None): why mining ended before ``rounds_requested``.
         verdicts (dict or None): what the verdicts obeyed moved
             (:meth:`hnm_d2.engine.verdicts.ObeyedVerdicts.report_entry`).
+        selection (str): HNM.MINING.SELECTION, how the rounds chose their images.
 
     Returns:
-        dict: "pool", "rounds_requested", "rounds_done", "stop_reason", "verdicts" and "rounds":
+        dict: "pool", "selection", "rounds_requested", "rounds_done", "stop_reason", "verdicts"
+        and "rounds":
         per round "round", the images it added (:func:`added_images_entry`), "train_size",
         "training_dir", "metrics" (see :func:`round_metrics`) and "results": the evaluator's
         results in the shape train_net.py writes to results.json (a lone test set's dict
@@ -118,6 +122,7 @@ def build_report(round_summaries, pool, rounds_requested, stop_reason=None, verd
     """
     return {
         "pool": list(pool),
+        "selection": selection,
         "rounds_requested": rounds_requested,
         "rounds_done": len(round_summaries) - 1,
         "stop_reason": stop_reason,
