@@ -111,6 +111,16 @@ def _add_model_keys(cfg):
     cfg.MODEL.HNM.ROI_BG_WEIGHT = 1.0
     cfg.MODEL.HNM.RPN_BG_WEIGHT = 1.0
 
+    # A loss aimed at false alarms per negative image at a matched recall, which each negative
+    # image's few highest-scoring boxes decide (the stock loss averages over sampled RoIs, most
+    # of them easy): for each training image without objects, every proposal is scored by the
+    # box head (its highest object-class probability), and the TOP_K highest add
+    # WEIGHT * (their mean cross-entropy toward background) as the loss term loss_neg_topk.
+    cfg.MODEL.HNM.NEGATIVE_IMAGE_LOSS = CN()
+    cfg.MODEL.HNM.NEGATIVE_IMAGE_LOSS.ENABLED = False
+    cfg.MODEL.HNM.NEGATIVE_IMAGE_LOSS.TOP_K = 8  # proposals per negative image
+    cfg.MODEL.HNM.NEGATIVE_IMAGE_LOSS.WEIGHT = 1.0
+
     # Softmax focal loss for the RoI classifier; GAMMA 0 is plain cross-entropy.
     cfg.MODEL.HNM.ROI_FOCAL = CN()
     cfg.MODEL.HNM.ROI_FOCAL.ENABLED = False
@@ -213,6 +223,11 @@ _RANGES = {
     "MODEL.HNM.FEATURE_MEMORY.CAPACITY": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.FEATURE_MEMORY.MAX_AGE": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.FEATURE_MEMORY.MAX_OBJECT_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
+    "MODEL.HNM.NEGATIVE_IMAGE_LOSS.TOP_K": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.HNM.NEGATIVE_IMAGE_LOSS.WEIGHT": (
+        lambda v: v > 0,
+        "> 0 (to switch the loss off, set MODEL.HNM.NEGATIVE_IMAGE_LOSS.ENABLED False)",
+    ),
     "MODEL.HNM.ROI_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
     "MODEL.HNM.RPN_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
     "MODEL.HNM.ROI_FOCAL.GAMMA": (lambda v: v >= 0, ">= 0"),
