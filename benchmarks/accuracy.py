@@ -21,7 +21,9 @@ What each setting trains on, all with the same total budget of ``--iters`` itera
 
 - "stock (negatives filtered)": stock detectron2's classes, the positive training images only
   (detectron2 drops images without annotations); "negatives kept": the hnm_d2 classes, every
-  training image; each "+ ..." head mechanism: every training image, its config in configs/.
+  training image; each "+ ..." head mechanism: every training image, its config in configs/
+  ("+ negative-image top-k loss": hnm_R18_FPN_cpu_negative_topk.yaml, the loss on each
+  negative image's 8 highest-scored proposals).
 - "+ image-level mining (rounds)": the positive training images, then ``--mining-rounds``
   rounds that each add ``--mining-per-round`` of the training negatives (the pool) that the
   model fires on most; the rounds share the budget (``--iters // (rounds + 1)`` each, warm
@@ -109,6 +111,7 @@ SETTINGS = {
     # The feature memory, under its first name: the name makes the run's folder.
     "+ buffer (features)": Setting("configs/hnm_R18_FPN_cpu_feature_memory.yaml"),
     "+ all head mechanisms": Setting("configs/hnm_R18_FPN_cpu_all.yaml"),
+    "+ negative-image top-k loss": Setting("configs/hnm_R18_FPN_cpu_negative_topk.yaml"),
     "+ image-level mining (rounds)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="rounds"),
     "+ image-level mining (online)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="online"),
     "+ N negatives mined": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="share"),
