@@ -17,6 +17,28 @@ settings on and its val + test splits to report, and a table of false alarms per
 whose images without an object of the classes are negatives. ``--split val`` evaluates on the
 split that settings are chosen on, ``--split test`` on the one whose figures are reported.
 
+What each setting trains on, all with the same total budget of ``--iters`` iterations:
+
+- "stock (negatives filtered)": stock detectron2's classes, the positive training images only
+  (detectron2 drops images without annotations); "negatives kept": the hnm_d2 classes, every
+  training image; each "+ ..." head mechanism: every training image, its config in configs/
+  ("+ negative-image top-k loss": hnm_R18_FPN_cpu_negative_topk.yaml, the loss on each
+  negative image's 8 highest-scored proposals).
+- "+ image-level mining (rounds)": the positive training images, then ``--mining-rounds``
+  rounds that each add ``--mining-per-round`` of the training negatives (the pool) that the
+  model fires on most; the rounds share the budget (``--iters // (rounds + 1)`` each, warm
+  starts). "(online)": the same additions inside one schedule of ``--iters``.
+- "+ N negatives mined" / "+ N negatives random" (one row per ``--negatives-share``): the
+  regime of a negative pool too large to train on. Round 0 trains on the positive training
+  images for ``--iters // 2`` iterations; round 1 scores the training negatives with that
+  model, adds N of them, N the share of the pool (rounded half up), and trains ``--iters // 2``
+  more from round 0's weights. "mined" adds the N the model fires on most, "random" N drawn
+  uniformly from the same candidates (``--selection random``, seeded by the seed), so the pair
+  differs only in the choice. Both choose among the pool images with a detection (score >=
+  0.01): at share 1.0 both add all of those, a check that the pair agrees where there is
+  nothing to choose. Round 0 is the same training (config and seed) for both and for every
+  share; each run trains it again.
+
 Resumable: a run whose output directory holds its time (seconds.txt) is reused, so the table
 can be completed over several sittings. ``--curve`` trains the given settings once with an
 evaluation every ``--eval-period`` iterations and plots AP50 against the iteration, to show
@@ -27,6 +49,9 @@ at recall 0.9 without those a person judged unannotated objects (benchmarks/nega
         --jobs 2 --output output/bench_bccd
     .venv/bin/python benchmarks/accuracy.py --dataset txl_pbc --split val --iters 2000 \
         --seeds 0 --output output/bench_txl
+    .venv/bin/python benchmarks/accuracy.py --dataset txl_pbc --split val --iters 2000 \
+        --seeds 0 --settings "+ N negatives mined" "+ N negatives random" \
+        --negatives-share 0.1 0.25 0.5 1.0 --output output/bench_txl
 """
 
 import argparse
@@ -48,8 +73,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import presets  # noqa: E402
+from detectron2.data import DatasetCatalog  # noqa: E402
 from negative_audit import Run, final_training, load_verdicts, recount  # noqa: E402
 
+from hnm_d2.data.command_line import add_registration_arguments, register_from_args  # noqa: E402
 from hnm_d2.evaluation.froc import load_curve  # noqa: E402
 
 TRAIN, TEST = "bench_train", "bench_test"
@@ -67,7 +94,10 @@ EVAL_OPTS = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"]
 class Setting(NamedTuple):
     config: str
     opts: List[str] = []
-    mining: Optional[str] = None  # image-level mining: "rounds" (retrain) or "online"
+    # Image-level mining: "rounds" (retrain), "online", or "share" (one round that adds a share
+    # of the pool at once, see the module docstring).
+    mining: Optional[str] = None
+    selection: str = "hardest"  # HNM.MINING.SELECTION of a "share" setting
 
 
 SETTINGS = {
@@ -81,9 +111,32 @@ SETTINGS = {
     # The feature memory, under its first name: the name makes the run's folder.
     "+ buffer (features)": Setting("configs/hnm_R18_FPN_cpu_feature_memory.yaml"),
     "+ all head mechanisms": Setting("configs/hnm_R18_FPN_cpu_all.yaml"),
+    "+ negative-image top-k loss": Setting("configs/hnm_R18_FPN_cpu_negative_topk.yaml"),
     "+ image-level mining (rounds)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="rounds"),
     "+ image-level mining (online)": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="online"),
+    "+ N negatives mined": Setting("configs/hnm_R18_FPN_cpu.yaml", mining="share"),
+    "+ N negatives random": Setting(
+        "configs/hnm_R18_FPN_cpu.yaml", mining="share", selection="random"
+    ),
 }
+
+
+class Row(NamedTuple):
+    """One row of the table: a setting, and for a "share" setting the share of the pool and
+    N, the negatives it adds."""
+
+    label: str
+    setting: str
+    share: Optional[float] = None
+    count: Optional[int] = None
+
+    @property
+    def folder(self):
+        """The name of the row's run folders (without the seed)."""
+        slug = self.setting.strip("+ ").replace(" (", "_").strip(")").replace(" ", "_")
+        slug = slug.replace("-", "_")
+        return slug if self.share is None else f"{slug}_share{self.share:g}"
+
 
 METRICS = [
     # column, section of results.json, key, format
@@ -123,8 +176,39 @@ def schedule_opts(iters, seed, output_dir, eval_period=0):
     ]  # fmt: skip
 
 
-def command_for(setting, seed, output_dir, args, eval_period=0):
-    config, opts, mining = SETTINGS[setting]
+def training_negatives(args):
+    """How many negative images the benchmark's training set holds (the mining pool): its
+    datasets registered in this process, as the runs register them."""
+    parser = add_registration_arguments(argparse.ArgumentParser())
+    register_from_args(parser.parse_args(data_flags(args)))
+    return len(DatasetCatalog.get(f"{TRAIN}_negatives"))
+
+
+def share_count(share, pool_size):
+    """N, the negatives a "share" setting adds: the share of the pool, rounded half up, >= 1."""
+    return max(1, math.floor(share * pool_size + 0.5))
+
+
+def table_rows(args):
+    """The rows of ``args.settings``: one per setting, a "share" setting one per share."""
+    shares = [s for s in args.settings if SETTINGS[s].mining == "share"]
+    pool_size = training_negatives(args) if shares else 0
+    if shares and pool_size == 0:
+        raise SystemExit(f"{', '.join(shares)}: the training set has no negative image to add")
+    rows = []
+    for setting in args.settings:
+        if SETTINGS[setting].mining != "share":
+            rows.append(Row(setting, setting))
+            continue
+        for share in args.negatives_share:
+            count = share_count(share, pool_size)
+            label = f"{setting}, {share:.0%} of the pool (N = {count} of {pool_size})"
+            rows.append(Row(label, setting, share, count))
+    return rows
+
+
+def command_for(row, seed, output_dir, args, eval_period=0):
+    config, opts, mining, selection = SETTINGS[row.setting]
     common = ["--config-file", config, *data_flags(args)]
     schedule = schedule_opts(args.iters, seed, output_dir, eval_period) + EVAL_OPTS
     if not mining:
@@ -138,16 +222,19 @@ def command_for(setting, seed, output_dir, args, eval_period=0):
             *opts,
         ]
     # The recipe: start from the positive images, mine the training set's negatives; the
-    # rounds share the budget, online mining spends it on one schedule.
-    rounds = args.mining_rounds
-    if mining == "rounds":
-        schedule_flags = ["--iters-per-round", str(args.iters // (rounds + 1))]
-    else:
+    # rounds share the budget, online mining spends it on one schedule. A "share" setting is
+    # one round that adds its N at once, chosen by mining or at random.
+    rounds, per_round, selection_flags = args.mining_rounds, args.mining_per_round, []
+    if mining == "share":
+        rounds, per_round, selection_flags = 1, row.count, ["--selection", selection]
+    if mining == "online":
         schedule_flags = ["--online"]
+    else:
+        schedule_flags = ["--iters-per-round", str(args.iters // (rounds + 1))]
     return [
         sys.executable, "-m", "hnm_d2.mine", *common,
         "--negative-pool", f"{TRAIN}_negatives", "--rounds", str(rounds),
-        "--per-round", str(args.mining_per_round), *schedule_flags,
+        "--per-round", str(per_round), *selection_flags, *schedule_flags,
         *schedule, "DATASETS.TRAIN", f'("{TRAIN}_positives",)', *opts,
     ]  # fmt: skip
 
@@ -162,9 +249,9 @@ def run_one(command, log_path, threads):
     return time.perf_counter() - start
 
 
-def run_dir(args, setting, seed, suffix=""):
-    slug = setting.strip("+ ").replace(" (", "_").strip(")").replace(" ", "_").replace("-", "_")
-    return (REPO / args.output / presets.data_label(args) / f"{slug}{suffix}_seed{seed}").resolve()
+def run_dir(args, row, seed, suffix=""):
+    folder = f"{row.folder}{suffix}_seed{seed}"
+    return (REPO / args.output / presets.data_label(args) / folder).resolve()
 
 
 # --------------------------------------------------------------------------------- tables
@@ -332,6 +419,14 @@ def parse_args():
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--mining-rounds", type=int, default=2)
     parser.add_argument("--mining-per-round", type=float, default=0.2)
+    parser.add_argument(
+        "--negatives-share",
+        type=float,
+        nargs="+",
+        default=[0.25],
+        help='with "+ N negatives mined/random": N as shares in (0, 1] of the training '
+        "negatives (the pool); a row per share",
+    )
     parser.add_argument("--output", default="output/bench_bccd")
     parser.add_argument("--curve", action="store_true", help="AP50 against the iteration")
     parser.add_argument("--eval-period", type=int, default=250, help="with --curve")
@@ -349,6 +444,8 @@ def parse_args():
     args = parser.parse_args()
     if (args.dataset == "custom") != bool(args.train and args.test):
         parser.error("--train and --test go together, with --dataset custom")
+    if not all(0 < share <= 1 for share in args.negatives_share):
+        parser.error(f"--negatives-share {args.negatives_share}: give shares in (0, 1]")
     for spec in (args.train or []), (args.test or []):
         if spec and spec[0] not in presets.REGISTER_FLAG:
             parser.error(
@@ -357,31 +454,31 @@ def parse_args():
     return args
 
 
-def run_all(args, threads):
-    """Run (or reuse) every setting and seed; returns setting -> runs, setting -> froc files."""
+def run_all(args, threads, rows):
+    """Run (or reuse) every row and seed; returns label -> runs, label -> froc files."""
     suffix = "_curve" if args.curve else ""
     eval_period = args.eval_period if args.curve else 0
 
-    def run(setting, seed):
-        output_dir = run_dir(args, setting, seed, suffix)
+    def run(row, seed):
+        output_dir = run_dir(args, row, seed, suffix)
         output_dir.mkdir(parents=True, exist_ok=True)
         timing = output_dir / "seconds.txt"
         if timing.exists():  # finished in an earlier sitting: reuse, do not retrain
             seconds = float(timing.read_text())
         else:
-            command = command_for(setting, seed, output_dir, args, eval_period)
+            command = command_for(row, seed, output_dir, args, eval_period)
             (output_dir / "command.txt").write_text(" ".join(command) + "\n")
             seconds = run_one(command, output_dir / "benchmark.log", threads)
             timing.write_text(f"{seconds:.1f}")
-        sys.stderr.write(f"done: {setting}, seed {seed}, {seconds:.0f} s\n")
-        return setting, seed, output_dir, seconds
+        sys.stderr.write(f"done: {row.label}, seed {seed}, {seconds:.0f} s\n")
+        return row, seed, output_dir, seconds
 
     verdicts = load_verdicts(args.verdicts) if args.verdicts else None
-    all_runs = {setting: [] for setting in args.settings}
-    froc_files = {setting: [] for setting in args.settings}
-    jobs = [(setting, seed) for seed in args.seeds for setting in args.settings]
+    all_runs = {row.label: [] for row in rows}
+    froc_files = {row.label: [] for row in rows}
+    jobs = [(row, seed) for seed in args.seeds for row in rows]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for setting, seed, output_dir, seconds in pool.map(lambda job: run(*job), jobs):
+        for row, seed, output_dir, seconds in pool.map(lambda job: run(*job), jobs):
             training_dir, results = final_training(output_dir)
             test_json = Path(args.test[1]) if args.test and args.test[0] == "coco" else None
             if args.dataset == "txl_pbc":
@@ -389,16 +486,17 @@ def run_all(args, threads):
             if verdicts is not None:
                 audit = audited_results(output_dir, verdicts, args.verdicts, test_json)
                 results = {**results, "audit": audit}
-            all_runs[setting].append({"seed": seed, "seconds": seconds, "results": results})
+            all_runs[row.label].append({"seed": seed, "seconds": seconds, "results": results})
             froc = training_dir / "inference" / TEST / "froc.json"
-            froc_files[setting] += [froc] if froc.exists() else []
+            froc_files[row.label] += [froc] if froc.exists() else []
     return all_runs, froc_files
 
 
 def main():
     args = parse_args()
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    all_runs, froc_files = run_all(args, threads)
+    rows = table_rows(args)
+    all_runs, froc_files = run_all(args, threads, rows)
     out = REPO / args.output / presets.data_label(args)
     data = (
         "custom data"
@@ -411,8 +509,8 @@ def main():
     )
     if args.curve:
         curves = {
-            f"{setting}, seed {seed}": ap50_by_iteration(run_dir(args, setting, seed, "_curve"))
-            for setting in args.settings
+            f"{row.label}, seed {seed}": ap50_by_iteration(run_dir(args, row, seed, "_curve"))
+            for row in rows
             for seed in args.seeds
         }
         plot_plateau(curves, out / "plateau.png")

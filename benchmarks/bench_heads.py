@@ -1,15 +1,17 @@
 """Training cost of each hnm_d2 head mechanism against stock detectron2, side by side.
 
     python benchmarks/bench_heads.py [--heads faster|mask|cascade] [--iters 2] [--warmup 2] \
-        [--repeats 16] [--threads 1]
+        [--repeats 16] [--threads 1] [--variants NAME ...] [--negative-share 0.25]
 
 Every variant is the same small CPU Faster R-CNN (--config-file, default
 configs/hnm_R18_FPN_cpu.yaml: ResNet-18 FPN, 64 FPN channels, BatchNorm, 128 RoIs and at most
 500 proposals per image), built from the same seed (so with the same weights), trained on the
-same seeded synthetic batches: 4 images of 256x256, one in four without objects, half of them
-flipped, drawn from a pool of 16 image ids so that images come back (the buffer injects).
+same seeded synthetic batches: 4 images of 256x256, each without objects with probability
+--negative-share (default one in four), half of them flipped, drawn from a pool of 16 image
+ids so that images come back (the buffer injects).
 ``--heads mask`` adds a Mask R-CNN mask head (and each object's mask to the batches),
 ``--heads cascade`` swaps in three-stage Cascade R-CNN heads (stock: CascadeROIHeads).
+``--variants`` times some of the variants only (stock detectron2 always, the reference).
 
 Time: one iteration is forward + backward + SGD step, inside an EventStorage. The optimizer's
 learning rate is 0, so every variant keeps the same weights at every iteration. Per repeat,
@@ -72,6 +74,7 @@ RPN_OHEM = ["MODEL.HNM.RPN_OHEM.ENABLED", "True", "MODEL.HNM.RPN_OHEM.NEG_POS_RA
 # Recording from the first iteration: the cost of a working buffer, not of its warm-up.
 BUFFER = ["MODEL.HNM.BUFFER.ENABLED", "True", "MODEL.HNM.BUFFER.WARMUP_ITERS", "0"]
 BG_WEIGHT = ["MODEL.HNM.ROI_BG_WEIGHT", "0.5", "MODEL.HNM.RPN_BG_WEIGHT", "0.5"]
+NEGATIVE_TOPK = ["MODEL.HNM.NEGATIVE_IMAGE_LOSS.ENABLED", "True"]
 # name -> config options on top of --config-file (whose classes are the hnm_d2 ones).
 VARIANTS = {
     "stock detectron2": STOCK_CLASSES,
@@ -81,7 +84,11 @@ VARIANTS = {
     "buffer": BUFFER,
     "bg down-weighting": BG_WEIGHT,
     "all together": ROI_OHEM + RPN_OHEM + BUFFER + BG_WEIGHT,
+    "negative-image top-k loss": NEGATIVE_TOPK,
 }
+STOCK = "stock detectron2"
+# Variants a head type refuses: the negative-image loss is not built for a cascade.
+UNSUPPORTED = {"cascade": {"negative-image top-k loss"}}
 
 
 def build_cfg(config_file, heads, variant):
@@ -91,7 +98,7 @@ def build_cfg(config_file, heads, variant):
     head_options, stock_heads = HEADS[heads]
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""] + head_options)
     cfg.merge_from_list(VARIANTS[variant])
-    if variant == "stock detectron2":
+    if variant == STOCK:
         cfg.MODEL.ROI_HEADS.NAME = stock_heads
     return cfg
 
@@ -105,11 +112,11 @@ def build_seeded_model(config_file, heads, variant):
     return model, optimizer
 
 
-def synthetic_image(generator, with_masks):
-    """A textured 256x256 image with 0-3 bright boxes (0 for a quarter of the images); each
-    box is its object's mask too when ``with_masks``."""
+def synthetic_image(generator, with_masks, negative_share):
+    """A textured 256x256 image with 1-3 bright boxes, or none with probability
+    ``negative_share``; each box is its object's mask too when ``with_masks``."""
     image = torch.rand(3, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 96
-    has_objects = torch.rand(1, generator=generator).item() >= 0.25
+    has_objects = torch.rand(1, generator=generator).item() >= negative_share
     num_boxes = int(torch.randint(1, 4, (1,), generator=generator)) if has_objects else 0
     boxes = []
     for _ in range(num_boxes):
@@ -128,10 +135,10 @@ def synthetic_image(generator, with_masks):
     return image, instances
 
 
-def synthetic_batches(num_batches, heads, seed=0):
+def synthetic_batches(num_batches, heads, negative_share, seed=0):
     """Batches of 4 inputs, as the hnm_d2 mapper makes them, from a pool of 16 image ids."""
     generator = torch.Generator().manual_seed(seed)
-    pool = [synthetic_image(generator, with_masks=heads == "mask") for _ in range(POOL_SIZE)]
+    pool = [synthetic_image(generator, heads == "mask", negative_share) for _ in range(POOL_SIZE)]
     batches = []
     for _ in range(num_batches):
         ids = torch.randperm(POOL_SIZE, generator=generator)[:BATCH_SIZE].tolist()
@@ -176,9 +183,11 @@ def train_step(model, optimizer, batch):
 
 def time_variants(config_file, args):
     """Median over repeats of each variant's mean iteration time, in seconds."""
-    models = {name: build_seeded_model(config_file, args.heads, name) for name in VARIANTS}
-    batches = synthetic_batches(args.warmup + args.iters * args.repeats, args.heads)
-    storages = {name: EventStorage() for name in VARIANTS}
+    models = {name: build_seeded_model(config_file, args.heads, name) for name in args.variants}
+    batches = synthetic_batches(
+        args.warmup + args.iters * args.repeats, args.heads, args.negative_share
+    )
+    storages = {name: EventStorage() for name in args.variants}
 
     def run(name, batch_slice):
         model, optimizer = models[name]
@@ -190,7 +199,7 @@ def time_variants(config_file, args):
                 storage.step()
             return (time.perf_counter() - start) / max(len(batch_slice), 1)
 
-    names = list(VARIANTS)
+    names = list(args.variants)
     for name in names:
         run(name, batches[: args.warmup])
     per_repeat = {name: [] for name in names}
@@ -199,7 +208,7 @@ def time_variants(config_file, args):
         # A different variant goes first in each repeat: none always runs right after another.
         for name in names[r % len(names) :] + names[: r % len(names)]:
             per_repeat[name].append(run(name, batches[start : start + args.iters]))
-    notes = {name: _notes(storages[name]) for name in VARIANTS}
+    notes = {name: _notes(storages[name]) for name in names}
     return {name: statistics.median(times) for name, times in per_repeat.items()}, notes
 
 
@@ -212,6 +221,7 @@ def _notes(storage):
         ("hnm/rpn_ohem_neg", "RPN neg/img"),
         ("hnm/buffer_size", "buffer size"),
         ("hnm/buffer_injected", "injected/img"),
+        ("hnm/neg_topk_images", "negative images"),
     ]
     return ", ".join(
         f"{label} {histories[key].avg(len(histories[key].values())):.1f}"
@@ -223,7 +233,7 @@ def _notes(storage):
 def memory_probe(config_file, variant, args):
     """Run in a fresh process: peak RSS growth over the training iterations, in MiB."""
     model, optimizer = build_seeded_model(config_file, args.heads, variant)
-    batches = synthetic_batches(args.warmup + args.iters, args.heads)
+    batches = synthetic_batches(args.warmup + args.iters, args.heads, args.negative_share)
     before = peak_rss_mib()
     with EventStorage() as storage:
         for batch in batches:
@@ -258,6 +268,8 @@ def measure_memory(config_file, variant, args):
         str(args.threads),
         "--heads",
         args.heads,
+        "--negative-share",
+        str(args.negative_share),
         "--memory-probe",
         variant,
     ]
@@ -266,17 +278,16 @@ def measure_memory(config_file, variant, args):
 
 
 def print_table(times, memory, notes):
-    stock = "stock detectron2"
     rows = [
         "| variant | s/iter | time vs stock | peak RSS growth (MiB) | vs stock | peak RSS (MiB) "
         "| what the mechanism did (mean per iteration) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name in VARIANTS:
+    for name in times:
         rows.append(
-            f"| {name} | {times[name]:.3f} | {times[name] / times[stock]:.3f}x "
+            f"| {name} | {times[name]:.3f} | {times[name] / times[STOCK]:.3f}x "
             f"| {memory[name]['growth_mib']:.0f} "
-            f"| {memory[name]['growth_mib'] / memory[stock]['growth_mib']:.3f}x "
+            f"| {memory[name]['growth_mib'] / memory[STOCK]['growth_mib']:.3f}x "
             f"| {memory[name]['peak_mib']:.0f} | {notes[name]} |"
         )
     print("\n".join(rows))
@@ -290,8 +301,17 @@ def parse_args():
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--repeats", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), help="time these only (and stock)"
+    )
+    parser.add_argument(
+        "--negative-share", type=float, default=0.25, help="share of images without objects"
+    )
     parser.add_argument("--memory-probe", choices=list(VARIANTS), help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    chosen = args.variants or [v for v in VARIANTS if v not in UNSUPPORTED.get(args.heads, ())]
+    args.variants = [STOCK] + [v for v in chosen if v != STOCK]
+    return args
 
 
 def main():
@@ -302,9 +322,10 @@ def main():
         print(json.dumps(memory_probe(args.config_file, args.memory_probe, args)))
         return
     times, notes = time_variants(args.config_file, args)
-    memory = {name: measure_memory(args.config_file, name, args) for name in VARIANTS}
+    memory = {name: measure_memory(args.config_file, name, args) for name in args.variants}
     print(
-        f"{args.config_file}, {args.heads} heads, batch {BATCH_SIZE} x {IMAGE_SIZE}x{IMAGE_SIZE}, "
+        f"{args.config_file}, {args.heads} heads, batch {BATCH_SIZE} x {IMAGE_SIZE}x{IMAGE_SIZE} "
+        f"({args.negative_share:g} of them without objects), "
         f"{args.threads} thread(s), {args.repeats} repeats x {args.iters} iterations "
         f"after {args.warmup} warm-up"
     )

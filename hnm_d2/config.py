@@ -10,7 +10,16 @@ import math
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_hnm_config", "validate_hnm_config", "check_arguments", "HNMConfigError"]
+__all__ = [
+    "add_hnm_config",
+    "validate_hnm_config",
+    "check_arguments",
+    "HNMConfigError",
+    "MINING_SELECTIONS",
+]
+
+# HNM.MINING.SELECTION's values: mining's own choice, and the control it is measured against.
+MINING_SELECTIONS = ("hardest", "random")
 
 
 class HNMConfigError(ValueError):
@@ -102,6 +111,16 @@ def _add_model_keys(cfg):
     cfg.MODEL.HNM.ROI_BG_WEIGHT = 1.0
     cfg.MODEL.HNM.RPN_BG_WEIGHT = 1.0
 
+    # A loss aimed at false alarms per negative image at a matched recall, which each negative
+    # image's few highest-scoring boxes decide (the stock loss averages over sampled RoIs, most
+    # of them easy): for each training image without objects, every proposal is scored by the
+    # box head (its highest object-class probability), and the TOP_K highest add
+    # WEIGHT * (their mean cross-entropy toward background) as the loss term loss_neg_topk.
+    cfg.MODEL.HNM.NEGATIVE_IMAGE_LOSS = CN()
+    cfg.MODEL.HNM.NEGATIVE_IMAGE_LOSS.ENABLED = False
+    cfg.MODEL.HNM.NEGATIVE_IMAGE_LOSS.TOP_K = 8  # proposals per negative image
+    cfg.MODEL.HNM.NEGATIVE_IMAGE_LOSS.WEIGHT = 1.0
+
     # Softmax focal loss for the RoI classifier; GAMMA 0 is plain cross-entropy.
     cfg.MODEL.HNM.ROI_FOCAL = CN()
     cfg.MODEL.HNM.ROI_FOCAL.ENABLED = False
@@ -141,6 +160,11 @@ def _add_mining_keys(cfg):
     cfg.HNM.MINING.ITERS_PER_ROUND = 0  # 0 = SOLVER.MAX_ITER
     cfg.HNM.MINING.FROM_SCRATCH = False  # False = warm start from the previous round
     cfg.HNM.MINING.SCORE_BATCH_SIZE = 4  # images per forward pass when scoring the pool
+    # Which scored pool images a round (step) adds: "hardest", the highest-scored (mining);
+    # "random", as many drawn uniformly from the same candidates (those with a detection), with
+    # a generator seeded from SEED and the round (step): the control that tells whether
+    # choosing by score beats chance.
+    cfg.HNM.MINING.SELECTION = "hardest"
     # Online mining: one run of SOLVER.MAX_ITER iterations in which ROUNDS mining steps, one
     # every MINE_EVERY iterations (0 = MAX_ITER // (ROUNDS + 1)), each move PER_ROUND pool
     # images into the training stream; no restarts (ITERS_PER_ROUND, FROM_SCRATCH unused).
@@ -200,6 +224,11 @@ _RANGES = {
     "MODEL.HNM.FEATURE_MEMORY.CAPACITY": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.FEATURE_MEMORY.MAX_AGE": (lambda v: v >= 1, "an integer >= 1"),
     "MODEL.HNM.FEATURE_MEMORY.MAX_OBJECT_IOU": (lambda v: 0 < v <= 1, "(0, 1]"),
+    "MODEL.HNM.NEGATIVE_IMAGE_LOSS.TOP_K": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.HNM.NEGATIVE_IMAGE_LOSS.WEIGHT": (
+        lambda v: v > 0,
+        "> 0 (to switch the loss off, set MODEL.HNM.NEGATIVE_IMAGE_LOSS.ENABLED False)",
+    ),
     "MODEL.HNM.ROI_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
     "MODEL.HNM.RPN_BG_WEIGHT": (lambda v: v >= 0, ">= 0"),
     "MODEL.HNM.ROI_FOCAL.GAMMA": (lambda v: v >= 0, ">= 0"),
@@ -218,6 +247,10 @@ _RANGES = {
     "HNM.MINING.PER_ROUND": (lambda v: v > 0, "> 0 (a count >= 1 or a fraction in (0, 1))"),
     "HNM.MINING.ITERS_PER_ROUND": (lambda v: v >= 0, "an integer >= 0"),
     "HNM.MINING.SCORE_BATCH_SIZE": (lambda v: v >= 1, "an integer >= 1"),
+    "HNM.MINING.SELECTION": (
+        lambda v: v in MINING_SELECTIONS,
+        " or ".join(repr(v) for v in MINING_SELECTIONS),
+    ),
     "HNM.MINING.MINE_EVERY": (lambda v: v >= 0, "an integer >= 0"),
 }
 

@@ -28,6 +28,7 @@ command again continues an interrupted run, and again with a larger --rounds min
 
 import argparse
 
+from .config import MINING_SELECTIONS
 from .engine.launcher import (
     hnm_argument_parser,
     launch_with_args,
@@ -58,6 +59,13 @@ def mining_argument_parser():
         type=float,
         help="images added per round: a count >= 1, or a fraction in (0, 1) of the current "
         "training set (HNM.MINING.PER_ROUND)",
+    )
+    group.add_argument(
+        "--selection",
+        choices=MINING_SELECTIONS,
+        help="which scored pool images a round adds: 'hardest' (mining) or 'random', as many "
+        "drawn uniformly from the same candidates, seeded by SEED and the round: the control "
+        "for mining's choice (HNM.MINING.SELECTION)",
     )
     group.add_argument(
         "--iters-per-round",
@@ -100,6 +108,7 @@ _FLAG_KEYS = {
     "negative_pool": "HNM.MINING.POOL",
     "rounds": "HNM.MINING.ROUNDS",
     "per_round": "HNM.MINING.PER_ROUND",
+    "selection": "HNM.MINING.SELECTION",
     "iters_per_round": "HNM.MINING.ITERS_PER_ROUND",
     "from_scratch": "HNM.MINING.FROM_SCRATCH",
     "online": "HNM.MINING.ONLINE",

@@ -159,6 +159,14 @@ def test_defaults_are_stock_to_the_bit(stock_losses):
         ({"MODEL.HNM.ROI_BG_WEIGHT": 1.0, "MODEL.HNM.RPN_BG_WEIGHT": 1.0}, True),
         # Same path plus a forward hook that records the scores.
         ({"MODEL.HNM.BUFFER.ENABLED": True}, True),
+        # The negative-image loss off, its other keys set: forward hands over to stock.
+        (
+            {
+                "MODEL.HNM.NEGATIVE_IMAGE_LOSS.TOP_K": 3,
+                "MODEL.HNM.NEGATIVE_IMAGE_LOSS.WEIGHT": 2.0,
+            },
+            True,
+        ),
         # loss_cls recomputed as focal loss with gamma 0: the same math, other kernels.
         ({"MODEL.HNM.ROI_FOCAL.ENABLED": True, "MODEL.HNM.ROI_FOCAL.GAMMA": 0.0}, False),
     ],

@@ -14,7 +14,13 @@ from .launcher import (
 )
 from .mining import run_mining
 from .mining_state import MiningStateError
-from .pool_scoring import images_per_round, rank_by_score, score_pool, select_hardest
+from .pool_scoring import (
+    images_per_round,
+    rank_by_score,
+    score_pool,
+    select_at_random,
+    select_hardest,
+)
 from .progress import ProgressBar
 from .trainer import HNMTrainer
 
@@ -37,6 +43,7 @@ __all__ = [
     "run_mining",
     "save_results",
     "score_pool",
+    "select_at_random",
     "select_hardest",
     "setup",
     "ddp_device_ids",

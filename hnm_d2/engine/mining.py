@@ -1,11 +1,11 @@
 """The image-level mining loop: train, score a pool of negatives, add the hardest, retrain.
 
 Round 0 trains on DATASETS.TRAIN and evaluates on DATASETS.TEST. Round k >= 1 scores the images
-still in the pool with round k-1's model, moves the highest-scored ones (``pool_scoring``) into a
-registered dataset ``hnm_mined_round_<k>`` that joins DATASETS.TRAIN, trains (a warm start from
-round k-1's final weights with a fresh optimizer and schedule, or from scratch) and evaluates.
-The pool is checked before round 0 trains: negative images only, none of them (by file) in
-DATASETS.TRAIN.
+still in the pool with round k-1's model, moves the highest-scored ones (``pool_scoring``; with
+HNM.MINING.SELECTION "random", as many drawn at random, the control) into a registered dataset
+``hnm_mined_round_<k>`` that joins DATASETS.TRAIN, trains (a warm start from round k-1's final
+weights with a fresh optimizer and schedule, or from scratch) and evaluates. The pool is checked
+before round 0 trains: negative images only, none of them (by file) in DATASETS.TRAIN.
 
 Each round trains for HNM.MINING.ITERS_PER_ROUND iterations (0 = SOLVER.MAX_ITER). A shorter
 round keeps the schedule's shape: SOLVER.STEPS and SOLVER.WARMUP_ITERS are scaled by
@@ -215,6 +215,7 @@ class MiningLoop:
             self._cfg,
             self._train_size,
             description=f"Round {k}: scoring {len(self._pool)} pool images",
+            step=k,
         )
         if not comm.is_main_process():
             return None
@@ -341,11 +342,12 @@ class MiningLoop:
     def _write_round_files(self, k, selection, summary):
         log_summary(summary["eval"])
         if selection is not None:
+            how = "drawn at random and " if selection.get("selection") == "random" else ""
             plot_mined_images(
                 selection["images"],
                 MetadataCatalog.get(self._train_names[0]),
                 self._layout.mined_plot(k),
-                title=f"Round {k}: pool images added to the training set",
+                title=f"Round {k}: pool images {how}added to the training set",
             )
         # Last: its presence marks the round as done.
         write_json_atomically(self._layout.summary(k), summary)
@@ -358,6 +360,7 @@ class MiningLoop:
             stop_reason,
             verdicts=self._verdicts.report_entry(),
             negative_boxes=self._verdicts.negative_boxes,
+            selection=self._cfg.HNM.MINING.SELECTION,
         )
 
     def _write_report(self, stop_reason):
@@ -376,7 +379,7 @@ def run_mining(cfg):
 
     Args:
         cfg (CfgNode): a config with the hnm_d2 keys; HNM.MINING.* says what to mine (POOL,
-            ROUNDS, PER_ROUND, ITERS_PER_ROUND, FROM_SCRATCH, SCORE_BATCH_SIZE).
+            ROUNDS, PER_ROUND, SELECTION, ITERS_PER_ROUND, FROM_SCRATCH, SCORE_BATCH_SIZE).
 
     Returns:
         dict: the report, as written to OUTPUT_DIR/mining/report.json.

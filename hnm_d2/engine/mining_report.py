@@ -103,7 +103,13 @@ def added_images_entry(images, pool_size_after, negative_boxes):
 
 
 def build_report(
-    round_summaries, pool, rounds_requested, stop_reason=None, verdicts=None, negative_boxes=None
+    round_summaries,
+    pool,
+    rounds_requested,
+    stop_reason=None,
+    verdicts=None,
+    negative_boxes=None,
+    selection="hardest",
 ):
     """The content of report.json.
 
@@ -116,9 +122,11 @@ def build_report(
             (:meth:`hnm_d2.engine.verdicts.ObeyedVerdicts.report_entry`).
         negative_boxes (dict or None): file_name -> its boxes judged false alarms, for
             :func:`added_images_entry`.
+        selection (str): HNM.MINING.SELECTION, how the rounds chose their images.
 
     Returns:
-        dict: "pool", "rounds_requested", "rounds_done", "stop_reason", "verdicts" and "rounds":
+        dict: "pool", "selection", "rounds_requested", "rounds_done", "stop_reason", "verdicts"
+        and "rounds":
         per round "round", the images it added (:func:`added_images_entry`), "train_size",
         "training_dir", "metrics" (see :func:`round_metrics`) and "results": the evaluator's
         results in the shape train_net.py writes to results.json (a lone test set's dict
@@ -127,6 +135,7 @@ def build_report(
     """
     return {
         "pool": list(pool),
+        "selection": selection,
         "rounds_requested": rounds_requested,
         "rounds_done": len(round_summaries) - 1,
         "stop_reason": stop_reason,

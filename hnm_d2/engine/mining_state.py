@@ -152,10 +152,11 @@ def mining_settings(cfg):
 
     Returns:
         dict: the mining settings ("pool", "train_datasets", "per_round",
-        "iterations_per_round", "from_scratch"), SEED, and every config key of the MODEL,
-        INPUT, SOLVER, DATALOADER and HNM.DATA nodes by dotted name, but the few a resume may change
-        (MODEL.DEVICE, ...). Values are as settings.json holds them (a tuple is a list, a
-        non-finite float null), so a value read back equals the same value of a config.
+        "iterations_per_round", "from_scratch", "online"), HNM.MINING.SELECTION, SEED, and every
+        config key of the MODEL, INPUT, SOLVER, DATALOADER and HNM.DATA nodes by dotted name,
+        but the few a resume may change (MODEL.DEVICE, ...). Values are as settings.json holds
+        them (a tuple is a list, a non-finite float null), so a value read back equals the same
+        value of a config.
     """
     settings = {
         "pool": list(cfg.HNM.MINING.POOL),
@@ -164,6 +165,8 @@ def mining_settings(cfg):
         "iterations_per_round": cfg.HNM.MINING.ITERS_PER_ROUND or cfg.SOLVER.MAX_ITER,
         "from_scratch": cfg.HNM.MINING.FROM_SCRATCH,
         "online": cfg.HNM.MINING.ONLINE,
+        # A resume must not switch between mining and the random control.
+        "HNM.MINING.SELECTION": cfg.HNM.MINING.SELECTION,
     }
     for key, value in _flat_config(cfg).items():
         if key.startswith(_RECORDED_KEY_PREFIXES) and key not in _UNRECORDED_CONFIG_KEYS:
@@ -172,7 +175,10 @@ def mining_settings(cfg):
 
 
 # Settings recorded since a later version, and the value a run recorded before it had.
-_RECORDED_SINCE = {"online": False}  # online mining came after the rounds
+_RECORDED_SINCE = {
+    "online": False,  # online mining came after the rounds
+    "HNM.MINING.SELECTION": "hardest",  # random selection, the control, came after mining
+}
 
 
 def check_settings(recorded, settings, settings_file):

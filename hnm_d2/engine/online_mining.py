@@ -6,7 +6,8 @@ each round a short schedule with its own warm-up and learning-rate drops; negati
 get few iterations. Here the budget is a plain run's: SOLVER.MAX_ITER iterations on one
 schedule, over DATASETS.TRAIN from the start and the mined pool images from the step that
 mines them. Step k (k = 1 .. HNM.MINING.ROUNDS) runs after iteration k * K, K =
-HNM.MINING.MINE_EVERY (0: MAX_ITER // (ROUNDS + 1)), and adds HNM.MINING.PER_ROUND images.
+HNM.MINING.MINE_EVERY (0: MAX_ITER // (ROUNDS + 1)), and adds HNM.MINING.PER_ROUND images (the
+hardest, or with HNM.MINING.SELECTION "random" as many drawn at random: the control).
 
 The training set and the whole pool form one dataset; :class:`ActiveSubsetTrainingSampler`
 draws only its active part, which mining grows. Files under OUTPUT_DIR/mining/:
@@ -160,6 +161,7 @@ class OnlineMiningHook(HookBase):
             self._cfg,
             self._data.sampler.num_active,
             description=f"Mining step {step}: scoring {len(self._pool)} pool images",
+            step=step,
         )
         if not comm.is_main_process():
             return None
@@ -201,11 +203,12 @@ class OnlineMiningHook(HookBase):
         )
 
     def _write_step_files(self, summary):
+        how = "drawn at random" if summary.get("selection") == "random" else "mined"
         plot_mined_images(
             summary["images"],
             self._layout.metadata,
             self._layout.step_plot(summary["step"]),
-            title=f"Step {summary['step']} (iteration {summary['iteration']}): images mined",
+            title=f"Step {summary['step']} (iteration {summary['iteration']}): images {how}",
         )
         write_json_atomically(self._layout.step(summary["step"]), summary)
         write_review_page(self._layout)
@@ -273,8 +276,8 @@ def run_online_mining(cfg):
 
     Returns:
         dict: the report, as written to OUTPUT_DIR/mining/report.json: "mode", "pool",
-        "mine_every", "steps" (each step's iteration, images added and their scores, pool
-        size), "training_dir" and "results" (the final evaluation, as train_net.py's
+        "selection", "mine_every", "steps" (each step's iteration, images added and their
+        scores, pool size), "training_dir" and "results" (the final evaluation, as train_net.py's
         results.json has it).
     """
     validate_hnm_config(cfg, prefix="HNM.MINING")
@@ -299,6 +302,7 @@ def run_online_mining(cfg):
     report = {
         "mode": "online",
         "pool": list(cfg.HNM.MINING.POOL),
+        "selection": cfg.HNM.MINING.SELECTION,
         "mine_every": mining_period(cfg),
         "steps": [
             {

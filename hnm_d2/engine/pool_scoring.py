@@ -1,9 +1,16 @@
-"""Scoring a pool of candidate images with a detector, and choosing the hardest of them.
+"""Scoring a pool of candidate images with a detector, and choosing the hardest of them (or,
+as a control, as many at random).
 
 An image's *hardness* is its highest detection score: on a negative image every detection is a
 false alarm, and the most confident one is what the detector gets most wrong. An image without
 any detection (none above ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``) has nothing to learn from and
 is never chosen.
+
+HNM.MINING.SELECTION "random" is the control that asks whether choosing by score beats chance:
+it draws the same number of images uniformly from the same candidates (the scored images with
+a detection), with a generator seeded from SEED and the round or step, so a run repeats its
+draws. Only the choice differs from "hardest" (the default); the pool is still scored, so the
+reports show the drawn images' scores beside what mining would have chosen.
 
 Distributed: every process scores its own shard of the pool (detectron2's ``InferenceSampler``
 splits it); the per-image records are gathered on the main process, which alone ranks and
@@ -12,6 +19,7 @@ selects. The ranking and selection are pure functions of those records.
 
 import math
 
+import numpy as np
 import torch
 from detectron2.evaluation import inference_context
 from detectron2.utils import comm
@@ -27,6 +35,8 @@ __all__ = [
     "rank_by_score",
     "images_per_round",
     "select_hardest",
+    "select_at_random",
+    "draw_seed",
 ]
 
 # Detections kept per image, best first. Only the ranking score is needed to choose images; the
@@ -149,8 +159,41 @@ def select_hardest(records, count):
     return rank_by_score(records)[:count]
 
 
-def mine_pool(model, pool, cfg, train_size, description):
-    """One mining step of either mode: score the images left in ``pool``, choose the hardest.
+def select_at_random(records, count, seed):
+    """``count`` images drawn uniformly, without replacement, from those :func:`select_hardest`
+    chooses from (fewer when fewer have a detection): the control for mining's choice.
+
+    Args:
+        records (list[dict]): :func:`image_record` outputs of the remaining pool.
+        count (int): images wanted.
+        seed (list[int]): seeds numpy's generator (:func:`draw_seed`).
+
+    Returns:
+        list[dict]: the drawn records, ordered as :func:`rank_by_score` orders them (hardest
+        first), so reports and plots read as a mined round's. The candidates are drawn from in
+        that order too, so the draw does not depend on how the pool was sharded.
+    """
+    candidates = rank_by_score(records)
+    size = min(count, len(candidates))
+    drawn = np.random.default_rng(seed).choice(len(candidates), size=size, replace=False)
+    return [candidates[i] for i in sorted(drawn.tolist())]
+
+
+def draw_seed(cfg, step):
+    """The seed of a random selection: [SEED, step], or with SEED < 0 (detectron2's "a new
+    seed every run") [fresh entropy, step]. Either way it is written with the selection.
+
+    Args:
+        cfg (CfgNode): SEED.
+        step (int): the mining round (rounds) or step (online), from 1: each draws anew.
+    """
+    base = cfg.SEED if cfg.SEED >= 0 else int(np.random.SeedSequence().entropy)
+    return [base, step]
+
+
+def mine_pool(model, pool, cfg, train_size, description, step):
+    """One mining step of either mode: score the images left in ``pool``, choose the hardest
+    (or, with HNM.MINING.SELECTION "random", draw as many at random).
 
     Must be called on every process (the scoring is distributed). The chosen images stay in
     the pool: the caller takes them once the choice is final.
@@ -158,26 +201,34 @@ def mine_pool(model, pool, cfg, train_size, description):
     Args:
         model (nn.Module): the detector to score with.
         pool (CandidatePool): the candidates (:mod:`hnm_d2.engine.mining_pool`).
-        cfg (CfgNode): HNM.MINING.PER_ROUND, HNM.MINING.SCORE_BATCH_SIZE and the test-time input.
+        cfg (CfgNode): HNM.MINING.PER_ROUND, HNM.MINING.SELECTION, HNM.MINING.SCORE_BATCH_SIZE,
+            SEED and the test-time input.
         train_size (int): images trained on now, for a PER_ROUND fraction.
         description (str): the progress bar's label.
+        step (int): the round (step) number, from 1, which seeds a random selection.
 
     Returns:
         dict or None: on the main process "images_scored", "images_with_detection",
         "images_wanted", "pool_size_before", "pool_size_after" and "images" (per chosen image,
-        hardest first: "dataset", "file_name", "image_id", "score", "detections"); None on
-        the others.
+        hardest first: "dataset", "file_name", "image_id", "score", "detections"); with
+        SELECTION "random" also "selection" and "draw_seed"; None on the other processes.
     """
     records = score_pool(model, pool.remaining(), cfg, description=description)
     if not comm.is_main_process():
         return None
     count = images_per_round(cfg.HNM.MINING.PER_ROUND, train_size)
-    chosen = select_hardest(records, count)
+    drawn = {}
+    if cfg.HNM.MINING.SELECTION == "random":
+        drawn = {"selection": "random", "draw_seed": draw_seed(cfg, step)}
+        chosen = select_at_random(records, count, drawn["draw_seed"])
+    else:
+        chosen = select_hardest(records, count)
     return {
         "images_scored": len(records),
         "images_with_detection": sum(r["score"] is not None for r in records),
         "images_wanted": count,
         "pool_size_before": len(pool),
         "pool_size_after": len(pool) - len(chosen),
+        **drawn,
         "images": [{"dataset": pool.dataset_of(r["file_name"]), **r} for r in chosen],
     }

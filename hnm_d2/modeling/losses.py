@@ -11,6 +11,7 @@ __all__ = [
     "background_weights",
     "softmax_focal_loss",
     "roi_classification_losses",
+    "background_cross_entropy",
     "objectness_losses",
     "roi_box_regression_losses",
 ]
@@ -72,6 +73,27 @@ def roi_classification_losses(
     else:
         losses = softmax_focal_loss(logits, labels, focal_gamma)
     return losses * background_weights(labels, logits.shape[1] - 1, bg_weight)
+
+
+def background_cross_entropy(logits: torch.Tensor, use_sigmoid_ce: bool) -> torch.Tensor:
+    """Per-RoI cross-entropy toward background, as the box predictor's stock classification
+    loss has it for a background RoI: the softmax cross-entropy of class K, or with sigmoid
+    cross-entropy the binary cross-entropy of every object class toward 0, summed over them.
+
+    Args:
+        logits (Tensor): shape (R, K + 1), background last.
+        use_sigmoid_ce (bool): the predictor's MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE.
+
+    Returns:
+        Tensor: shape (R,).
+    """
+    if use_sigmoid_ce:
+        object_logits = logits[:, :-1]
+        zeros = torch.zeros_like(object_logits)
+        losses = F.binary_cross_entropy_with_logits(object_logits, zeros, reduction="none")
+        return losses.sum(dim=1)
+    background = torch.full(logits.shape[:1], logits.shape[1] - 1, device=logits.device)
+    return F.cross_entropy(logits, background, reduction="none")
 
 
 def objectness_losses(logits: torch.Tensor, labels: torch.Tensor, bg_weight: float):

@@ -7,6 +7,8 @@ memory. This file overrides detectron2's hooks and composes the mechanisms, each
   the box branch's hard background RoIs are recorded by the buffer after it has run.
 - Feature memory (MODEL.HNM.FEATURE_MEMORY): :mod:`.roi_heads_memory`; its entries join
   the classification loss, and the box branch's hard background RoIs are added after it has run.
+- Negative-image top-k loss (MODEL.HNM.NEGATIVE_IMAGE_LOSS): :mod:`.roi_heads_negative_topk`;
+  wraps ``forward`` and takes its own constructor arguments, so it needs nothing here.
 - What the buffer and the memory share (which RoIs are hard negatives): :mod:`.hard_negatives`.
 - Build-time refusals: :mod:`.roi_heads_checks`.
 
@@ -29,13 +31,21 @@ from .feature_memory import HardNegativeFeatureMemory
 from .roi_heads_buffer import ImageVisit, ROIHeadsBuffer
 from .roi_heads_checks import ROIHeadsChecks, check_head_arguments
 from .roi_heads_memory import ROIHeadsMemory
+from .roi_heads_negative_topk import ROIHeadsNegativeTopK
 from .roi_heads_ohem import SAMPLE_EVERY_PROPOSAL, ROIHeadsOHEM
 
 __all__ = ["HNMROIHeads"]
 
 
 @ROI_HEADS_REGISTRY.register()
-class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, StandardROIHeads):
+class HNMROIHeads(
+    ROIHeadsOHEM,
+    ROIHeadsBuffer,
+    ROIHeadsMemory,
+    ROIHeadsNegativeTopK,
+    ROIHeadsChecks,
+    StandardROIHeads,
+):
     """StandardROIHeads with OHEM over RoIs, the hard-negative buffer or the feature memory, and
     the :class:`HNMFastRCNNOutputLayers` box predictor (background weight, focal loss).
 
@@ -74,7 +84,9 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, 
                 buffered boxes (without OHEM).
             feature_memory (HardNegativeFeatureMemory or None): the cross-batch memory of hard
                 negatives' pooled features (MODEL.HNM.FEATURE_MEMORY); None = none.
-            kwargs: the arguments of :class:`StandardROIHeads`.
+            kwargs: the arguments of :class:`StandardROIHeads` and of
+                :class:`ROIHeadsNegativeTopK` (``negative_image_topk``,
+                ``negative_image_loss_weight``).
         """
         check_head_arguments(
             type(self).__name__,
@@ -116,6 +128,7 @@ class HNMROIHeads(ROIHeadsOHEM, ROIHeadsBuffer, ROIHeadsMemory, ROIHeadsChecks, 
         ret.update(cls._ohem_args(cfg))
         ret.update(cls._buffer_args(cfg))
         ret.update(cls._memory_args(cfg))
+        ret.update(cls._negative_image_loss_args(cfg))
         return ret
 
     @classmethod
