@@ -7,14 +7,17 @@ tests/test_compat.py fails when the detectron2 it runs on changes what a functio
 
 import inspect
 import logging
+import sys
 
 from detectron2.data import build_detection_test_loader
 from detectron2.utils import comm, events
+from detectron2.utils.logger import setup_logger
 
 __all__ = [
     "build_batched_test_loader",
     "has_event_storage",
     "launch_runs_cpu_processes",
+    "setup_logger_to_file",
     "uses_sigmoid_ce",
 ]
 
@@ -67,3 +70,21 @@ def launch_runs_cpu_processes() -> bool:
     its presence tells the two apart.
     """
     return hasattr(comm, "create_local_process_group")
+
+
+def setup_logger_to_file(output: str, name: str, to_terminal: bool) -> logging.Logger:
+    """detectron2's setup_logger for ``name``, writing to ``output``, and to the terminal only
+    when ``to_terminal``.
+
+    setup_logger's configure_stdout came after 0.6, whose setup_logger always adds a handler on
+    sys.stdout (rank 0): without the option, that handler is taken off again. setup_logger is
+    cached on its arguments, so a second call adds nothing back.
+    """
+    if "configure_stdout" in inspect.signature(setup_logger).parameters:
+        return setup_logger(output=output, name=name, configure_stdout=to_terminal)
+    library_logger = setup_logger(output=output, name=name)
+    if not to_terminal:
+        for handler in list(library_logger.handlers):
+            if type(handler) is logging.StreamHandler and handler.stream is sys.stdout:
+                library_logger.removeHandler(handler)
+    return library_logger

@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
-from detectron2.utils.logger import setup_logger
 from tabulate import tabulate
 
+from .compat import setup_logger_to_file
 from .data import DEMO_SPLIT_SIZES, register_synthetic_splits
 from .engine.launcher import format_figure, load_config, save_results
 from .engine.mining_state import MiningLayout
@@ -109,7 +109,7 @@ def route_library_logs(log_file, verbose):
     one process printed every line twice and wrote it into the first model's log too.
     """
     for name in LIBRARY_LOGGERS:
-        setup_logger(output=log_file, name=name, configure_stdout=verbose)
+        setup_logger_to_file(log_file, name, to_terminal=verbose)
 
 
 def _report_to(terminal, verbose):
