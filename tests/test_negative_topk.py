@@ -57,10 +57,10 @@ def targets():
 
 
 def recorded_calls(heads, monkeypatch):
-    """The RoIs of each _box_class_logits call, per call a list of per-image Instances."""
-    calls, original = [], heads._box_class_logits
+    """The RoIs of each _last_stage_class_logits call, per call a list of per-image Instances."""
+    calls, original = [], heads._last_stage_class_logits
     monkeypatch.setattr(
-        heads, "_box_class_logits", lambda f, rois: calls.append(rois) or original(f, rois)
+        heads, "_last_stage_class_logits", lambda f, rois: calls.append(rois) or original(f, rois)
     )
     return calls
 
@@ -106,7 +106,7 @@ def test_the_loss_is_the_weighted_mean_background_cross_entropy_of_the_top_score
     # By hand: score all the negative image's proposals, take the 4 best, cross-entropy toward
     # background (class 1 of 2), averaged, weighted.
     with torch.no_grad():
-        logits = heads._box_class_logits(features, [proposals[1][:0], proposals[1]])
+        logits = heads._last_stage_class_logits(features, [proposals[1][:0], proposals[1]])
     scores = F.softmax(logits, dim=1)[:, 0]
     top = scores.argsort(descending=True)[:TOP_K]
     assert torch.equal(calls[1][1].proposal_boxes.tensor, proposals[1].proposal_boxes.tensor[top])
@@ -127,7 +127,7 @@ def test_a_step_on_the_loss_lowers_the_chosen_proposals_object_scores(monkeypatc
 
     def object_scores():
         with torch.no_grad():
-            return heads._object_scores(heads._box_class_logits(features, chosen))
+            return heads._object_scores(heads._last_stage_class_logits(features, chosen))
 
     before = object_scores()
     optimizer = torch.optim.SGD(heads.parameters(), lr=0.05)

@@ -6,6 +6,8 @@ detection: its highest object-class probability (the score inference compares wi
 MODEL.ROI_HEADS.SCORE_THRESH_TEST) is at least the store's SCORE_THRESH.
 """
 
+from typing import Dict, List
+
 import torch
 from detectron2.structures import Instances
 from detectron2.structures.boxes import matched_pairwise_iou
@@ -56,6 +58,14 @@ def clear_of_objects(rois: Instances, background_class: int, max_iou: float) -> 
 class HardNegativePicking:
     """Mixin of the hnm_d2 ROI heads: :func:`object_scores` and :func:`clear_of_objects` with the
     heads' settings (``hard_negative_max_iou``, the proposal matcher, the last box predictor)."""
+
+    def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], rois: List[Instances]):
+        """The class logits (R, K + 1) of the box predictor (a cascade's last, which the cascade
+        heads override) on the proposal_boxes of ``rois``."""
+        boxes = [r.proposal_boxes for r in rois]
+        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
+        class_logits, _ = self.box_predictor(self.box_head(pooled))
+        return class_logits
 
     def _object_scores(self, class_logits: torch.Tensor) -> torch.Tensor:
         """:func:`object_scores` as the last stage's predictor computes them at inference."""

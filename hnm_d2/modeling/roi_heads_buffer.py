@@ -257,14 +257,6 @@ class ROIHeadsBuffer(HardNegativePicking):
         class_logits = self._last_stage_class_logits(features, buffered)
         return self._object_scores(class_logits).split([len(b) for b in buffered])
 
-    def _last_stage_class_logits(self, features: Dict[str, torch.Tensor], rois: List[Instances]):
-        """The class logits (R, K + 1) of the box predictor (a cascade's last) on the
-        proposal_boxes of ``rois``."""
-        boxes = [r.proposal_boxes for r in rois]
-        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
-        class_logits, _ = self.box_predictor(self.box_head(pooled))
-        return class_logits
-
     def _remember_hard_negatives(self, features, proposals: List[Instances], predictions):
         """Replace each image's buffered boxes by the hard negatives of this visit.
 

@@ -124,7 +124,7 @@ class ROIHeadsNegativeTopK(HardNegativePicking):
         chosen = self._top_scored_proposals(features, negatives)
         if sum(len(c) for c in chosen) == 0:
             return features[self.box_in_features[0]].sum() * 0.0
-        class_logits = self._box_class_logits(features, chosen)
+        class_logits = self._last_stage_class_logits(features, chosen)
         losses = background_cross_entropy(class_logits, uses_sigmoid_ce(self.box_predictor))
         return self.negative_image_loss_weight * losses.mean()
 
@@ -144,17 +144,9 @@ class ROIHeadsNegativeTopK(HardNegativePicking):
         storage.put_scalar("hnm/neg_topk_images", sum(n > 0 for n in num_proposals))
         if sum(num_proposals) == 0:
             return []
-        scores = self._object_scores(self._box_class_logits(features, negatives))
+        scores = self._object_scores(self._last_stage_class_logits(features, negatives))
         per_image = scores.split(num_proposals)
         keep = [top_scored(s, self.negative_image_topk) for s in per_image]
         kept_scores = torch.cat([s[k] for s, k in zip(per_image, keep)])
         storage.put_scalar("hnm/neg_topk_score", kept_scores.mean().item())
         return [p[k] for p, k in zip(negatives, keep)]
-
-    def _box_class_logits(self, features: Dict[str, torch.Tensor], rois: List[Instances]):
-        """The box predictor's class logits (R, K + 1) on the proposal_boxes of ``rois``, one
-        entry per image of the batch."""
-        boxes = [r.proposal_boxes for r in rois]
-        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
-        class_logits, _ = self.box_predictor(self.box_head(pooled))
-        return class_logits
