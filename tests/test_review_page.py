@@ -63,6 +63,7 @@ def test_the_page_lists_every_mined_image_of_every_round_with_its_detections(rou
         (str(images[1]), "round", 1, 2, 0.6),
         (str(images[2]), "round", 2, 1, 0.8),
     ]
+    assert not any(i["drawn_at_random"] for i in data["images"])
     first = data["images"][0]
     assert first["detections"] == [
         {"box": [0.0, 2.0, 10.0, 12.0], "score": 0.9, "label": "target"},
@@ -147,3 +148,13 @@ def test_the_command_writes_the_page_or_says_what_is_missing(rounds_run, tmp_pat
         review.main([str(tmp_path / "elsewhere")])
     assert failed.value.code == 2
     assert "holds no mined images" in capsys.readouterr().err
+
+
+def test_a_random_selection_is_not_called_the_hardest(rounds_run):
+    layout, _ = rounds_run
+    with open(layout.selection(2)) as f:
+        selection = json.load(f)
+    write_json_atomically(layout.selection(2), {**selection, "selection": "random"})
+    write_review_page(layout)
+    data, _ = page_data(layout)
+    assert [i["drawn_at_random"] for i in data["images"]] == [False, False, True]

@@ -103,6 +103,8 @@ def _page_images(choices, layout):
                 "number": choice["number"],
                 "iteration": choice["choice"].get("iteration"),
                 "rank": rank + 1,
+                # A random control's draw is ranked by score too, but is not the hardest.
+                "drawn_at_random": choice["choice"].get("selection") == "random",
                 "score": image["score"],
                 "dataset": image.get("dataset"),
                 "thumb": _url(made[0], layout.root) if made else None,

@@ -53,6 +53,11 @@
     return `${image.kind} ${image.number}`;
   }
 
+  // HNM.MINING.SELECTION "random" (the control) orders its draw by score as well.
+  function rankMeaning(image) {
+    return image.drawn_at_random ? "by score in a random draw" : "hardest";
+  }
+
   function percent(value) {
     return `${(100 * value).toFixed(3)}%`;
   }
@@ -499,8 +504,8 @@
     const iteration = image.iteration !== null ? ` (iteration ${image.iteration})` : "";
     const dataset = image.dataset ? ` \u00b7 ${image.dataset}` : "";
     $("zoom-meta").textContent =
-      `${minedIn(image)}${iteration} \u00b7 #${image.rank} hardest \u00b7 highest score ` +
-      `${image.score.toFixed(3)}${dataset}`;
+      `${minedIn(image)}${iteration} \u00b7 #${image.rank} ${rankMeaning(image)} \u00b7 ` +
+      `highest score ${image.score.toFixed(3)}${dataset}`;
     $("zoom-path").textContent = image.key;
     $("zoom-detections").replaceChildren(...image.detections.map(detectionRow));
     $("zoom").hidden = false;
