@@ -36,16 +36,17 @@ Figures change with the thread count (--threads, default 2), the seeds and the C
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# hnm_d2 from this checkout, and accuracy.py beside this script also when it is imported
+# from elsewhere (its tests).
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
+from accuracy import run_one  # noqa: E402
 from detectron2.structures import Boxes, pairwise_iou  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
@@ -143,14 +144,6 @@ def marks_still_fired_on(marked, fired):
 # --------------------------------------------------------------------------------- runs
 
 
-def run_command(command, log_path, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with open(log_path, "w") as log:
-        proc = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed; see {log_path}")
-
-
 def train(run_dir, training_json, image_root, seed, threads, start=None, marked=False):
     """Train one model (unless its final weights exist), from the weights ``start`` if
     given; returns its weights."""
@@ -165,7 +158,7 @@ def train(run_dir, training_json, image_root, seed, threads, start=None, marked=
             "SEED", str(seed), "OUTPUT_DIR", str(run_dir),
             "DATASETS.TRAIN", '("bench_train",)', "DATASETS.TEST", "()",
         ]  # fmt: skip
-        run_command(command, run_dir / "train.log", threads)
+        run_one(command, run_dir / "train.log", threads)
     return weights
 
 
@@ -185,7 +178,7 @@ def evaluate(weights, split_jsons, data_dir, threads):
             "OUTPUT_DIR", str(eval_dir), "DATASETS.TRAIN", '("bench_held",)',
             "DATASETS.TEST", '("bench_held", "bench_test")',
         ]  # fmt: skip
-        run_command(command, eval_dir / "eval.log", threads)
+        run_one(command, eval_dir / "eval.log", threads)
     return eval_dir
 
 
@@ -197,6 +190,7 @@ class Evaluation:
         self.detections_json = str(inference / "coco_instances_results.json")
         self.detections = _load(self.detections_json)
         self.split_json = split_json
+        self.negative_ids = negative_image_ids(_load(split_json))
         self.alarm_rate, self.threshold = false_alarms_at_recall(
             load_curve(str(inference / "froc.json")), RECALL
         )
@@ -205,9 +199,7 @@ class Evaluation:
         ]
 
     def alarms(self):
-        return alarms_at(
-            self.detections, negative_image_ids(_load(self.split_json)), self.threshold
-        )
+        return alarms_at(self.detections, self.negative_ids, self.threshold)
 
     def run_images(self):
         return load_run_images(self.split_json, self.detections_json)
