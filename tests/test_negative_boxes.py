@@ -10,7 +10,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.structures import Boxes, BoxMode
+from detectron2.structures import Boxes, BoxMode, pairwise_iou
 from detectron2.utils.events import EventStorage
 from PIL import Image
 from test_cascade import cascade_cfg
@@ -376,6 +376,23 @@ def test_negative_boxes_come_first_then_the_buffer_gets_its_share_of_what_is_lef
     assert len(first) == heads.batch_size_per_image
     assert storage.history("hnm/negative_boxes_injected").latest() == expected_negative / 2
     assert storage.history("hnm/buffer_injected").latest() == expected_buffered / 2
+
+
+def test_the_buffer_does_not_store_a_negative_box_it_injects_every_visit_anyway():
+    # Every background RoI of the visit is hard enough to store (threshold 0, room for all).
+    options = {
+        "MODEL.HNM.BUFFER.ENABLED": True,
+        "MODEL.HNM.BUFFER.SCORE_THRESH": 0.0,
+        "MODEL.HNM.BUFFER.WARMUP_ITERS": 0,
+        "MODEL.HNM.BUFFER.PER_IMAGE": 512,
+    }
+    model = seeded_model(tiny_cfg(**options))
+    seeded_losses(model, with_negative_boxes(batch(), None, [LOOK_ALIKE]))
+    buffer = model.roi_heads.hard_negative_buffer
+    stored, _ = buffer.boxes_of(image_key("negative.jpg"))
+    assert len(stored) > 0  # the image's other background RoIs are stored
+    overlap = pairwise_iou(Boxes(stored), Boxes(torch.tensor([LOOK_ALIKE])))[:, 0]
+    assert (overlap <= buffer.dedup_iou).all()
 
 
 def test_under_ohem_negative_boxes_join_the_candidates():

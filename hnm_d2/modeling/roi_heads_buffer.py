@@ -262,10 +262,10 @@ class ROIHeadsBuffer(HardNegativePicking):
 
         A visit's candidates are the background proposals the box head scored this iteration
         and the image's buffered boxes, re-scored, those clear of objects
-        (:meth:`_clear_of_objects`): the hard ones (score >= SCORE_THRESH) become
-        the image's entries, so a buffered box the model now gets right leaves. Nothing is
-        recorded during the first WARMUP_ITERS iterations, while the untrained model scores
-        every box alike.
+        (:meth:`_clear_of_objects`) and apart from its negative boxes (:func:`apart_from`): the
+        hard ones (score >= SCORE_THRESH) become the image's entries, so a buffered box the
+        model now gets right leaves. Nothing is recorded during the first WARMUP_ITERS
+        iterations, while the untrained model scores every box alike.
 
         Args:
             features (dict[str, Tensor]): the feature maps of the batch.
@@ -280,8 +280,8 @@ class ROIHeadsBuffer(HardNegativePicking):
         scores = self._object_scores(predictions[0]).split([len(p) for p in proposals])
         rescored = self._rescore_buffered(features, visit.buffered)
         for k, (p, s) in enumerate(zip(proposals, scores)):
-            buffered = visit.buffered[k]
-            is_new, is_kept = self._clear_of_objects(p), self._clear_of_objects(buffered)
+            buffered, marked = visit.buffered[k], visit.negative_boxes[k]
+            is_new, is_kept = self._storable(p, marked), self._storable(buffered, marked)
             boxes = cat([p.proposal_boxes.tensor[is_new], buffered.proposal_boxes.tensor[is_kept]])
             original = _to_original(boxes.detach().cpu(), visit.transforms[k], visit.file_names[k])
             scored = cat([s[is_new], rescored[k][is_kept]])
@@ -289,6 +289,12 @@ class ROIHeadsBuffer(HardNegativePicking):
         storage = get_event_storage()
         storage.put_scalar("hnm/buffer_size", buffer.num_entries)
         storage.put_scalar("hnm/buffer_mean_score", buffer.mean_score())
+
+    def _storable(self, rois: Instances, negative_boxes: Optional[Boxes]) -> torch.Tensor:
+        """Which labelled RoIs of one image the buffer may store: clear of objects and apart
+        from the image's negative boxes."""
+        apart = apart_from(rois.proposal_boxes, negative_boxes, self.hard_negative_buffer.dedup_iou)
+        return self._clear_of_objects(rois) & apart
 
 
 def _required_input(batched_input: Dict, field: str, index: int):
@@ -319,6 +325,21 @@ def _negative_boxes_of(batched_input: Dict, index: int) -> Optional[Boxes]:
         "hnm_d2.data.NegativeAwareDatasetMapper (hnm_d2.data.build_hnm_train_loader does), "
         "or put Boxes in the input image's coordinates there."
     )
+
+
+def apart_from(boxes: Boxes, negative_boxes: Optional[Boxes], max_iou: float) -> torch.Tensor:
+    """Which of ``boxes`` overlap none of an image's ``negative_boxes`` by more than ``max_iou``
+    (the buffer's DEDUP_IOU: past it the buffer would merge the two). A negative box is injected
+    at every visit of its image already; stored in the buffer too, the same region would come
+    back twice in one batch.
+
+    Returns:
+        Tensor: bool, shape (len(boxes),).
+    """
+    if negative_boxes is None or len(negative_boxes) == 0 or len(boxes) == 0:
+        return torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+    overlap = pairwise_iou(boxes, negative_boxes.to(boxes.device))
+    return overlap.max(dim=1).values <= max_iou
 
 
 def _negative_proposals(negative_boxes: Optional[Boxes], proposals: Instances) -> Instances:
