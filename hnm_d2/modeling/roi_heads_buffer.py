@@ -262,7 +262,7 @@ class ROIHeadsBuffer(HardNegativePicking):
 
         A visit's candidates are the background proposals the box head scored this iteration
         and the image's buffered boxes, re-scored, those clear of objects
-        (:meth:`_clear_of_objects`) and apart from its negative boxes (:func:`apart_from`): the
+        (:meth:`_clear_of_objects`) and apart from its negative boxes (:func:`_apart_from`): the
         hard ones (score >= SCORE_THRESH) become the image's entries, so a buffered box the
         model now gets right leaves. Nothing is recorded during the first WARMUP_ITERS
         iterations, while the untrained model scores every box alike.
@@ -293,7 +293,9 @@ class ROIHeadsBuffer(HardNegativePicking):
     def _storable(self, rois: Instances, negative_boxes: Optional[Boxes]) -> torch.Tensor:
         """Which labelled RoIs of one image the buffer may store: clear of objects and apart
         from the image's negative boxes."""
-        apart = apart_from(rois.proposal_boxes, negative_boxes, self.hard_negative_buffer.dedup_iou)
+        apart = _apart_from(
+            rois.proposal_boxes, negative_boxes, self.hard_negative_buffer.dedup_iou
+        )
         return self._clear_of_objects(rois) & apart
 
 
@@ -327,7 +329,7 @@ def _negative_boxes_of(batched_input: Dict, index: int) -> Optional[Boxes]:
     )
 
 
-def apart_from(boxes: Boxes, negative_boxes: Optional[Boxes], max_iou: float) -> torch.Tensor:
+def _apart_from(boxes: Boxes, negative_boxes: Optional[Boxes], max_iou: float) -> torch.Tensor:
     """Which of ``boxes`` overlap none of an image's ``negative_boxes`` by more than ``max_iou``
     (the buffer's DEDUP_IOU: past it the buffer would merge the two). A negative box is injected
     at every visit of its image already; stored in the buffer too, the same region would come
