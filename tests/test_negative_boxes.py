@@ -261,6 +261,17 @@ def test_yolo_class_becomes_negative_boxes_and_is_not_left_out(tmp_path, caplog)
     assert "left out" not in caplog.text and "'negative boxes only': 1" in caplog.text
 
 
+def test_yolo_invalid_negative_box_is_named_by_its_label_file_line(tmp_path, caplog):
+    root = yolo_tree(tmp_path)
+    (root / "labels" / "train" / "2.txt").write_text("1 0.5 0.5 0.2 0.2\n1 0.5 0.5 0 0.2\n")
+    with caplog.at_level(logging.WARNING, logger="hnm_d2"):
+        dicts = load_yolo_with_negatives(root, "train", negative_box_category="fake")
+    # Kept for the mapper's policy, as an invalid annotation is; the warning says where it is.
+    assert len(dicts[1]["negative_boxes"]) == 2
+    assert "1 invalid negative boxes" in caplog.text
+    assert f"{root / 'labels' / 'train' / '2.txt'} line 2 '1 0.5 0.5 0 0.2'" in caplog.text
+
+
 def test_yolo_negative_category_beside_chosen_classes_and_unknown(tmp_path):
     root = yolo_tree(tmp_path)
     dicts = load_yolo_with_negatives(root, "train", ["b"], negative_box_category="fake")

@@ -24,7 +24,8 @@ Rows, and the policy for bad ones (the other loaders' policy):
   in one error naming the file, the line and the field (as VOC's unreadable <bndbox> is);
 * a class index outside the names, a box of zero size or outside the image is kept as an
   annotation, counted in the load's warning and raised or dropped by the mapper's
-  ``HNM.DATA.INVALID_ANNOTATIONS``; its "origin" names the file and the line.
+  ``HNM.DATA.INVALID_ANNOTATIONS``; its "origin" names the file and the line. An invalid
+  negative box goes the same way, its file and line named in a warning of the load.
 
 A label file without an image, and a file of the image folder in a format the loader does not
 read, are counted and named in a warning. Images are numbered in sorted path order from an id
@@ -52,7 +53,7 @@ from .registration import (
     name_some,
     set_dataset_metadata,
 )
-from .validation import find_annotation_problem
+from .validation import find_annotation_problem, find_negative_box_problem
 
 __all__ = ["load_yolo_with_negatives", "register_yolo_with_negatives"]
 
@@ -364,6 +365,9 @@ class _Tally:
         self.negatives = Counter()  # why each negative image is one
         self.boxes_left_out = Counter()  # class name -> boxes of the classes not chosen
         self.malformed_rows: List[str] = []
+        # A negative box is a bare [x0, y0, x1, y1] without room for its origin, so the mapper
+        # can name only its image and index: its label-file line is named here, at loading.
+        self.invalid_negative_boxes: List[str] = []
 
 
 def _record(image: Path, image_id: int, label_file: Path, classes: _Classes, tally: _Tally):
@@ -375,7 +379,7 @@ def _record(image: Path, image_id: int, label_file: Path, classes: _Classes, tal
     annotations, negative_boxes = [], []
     for row in rows:
         if classes.is_negative_box(row.class_index):
-            negative_boxes.append(_pixel_box(row, height, width))
+            negative_boxes.append(_negative_box(row, height, width, label_file, tally))
             continue
         category_id = classes.category_id(row.class_index)
         if category_id is None:
@@ -409,6 +413,14 @@ def _pixel_box(row: _Row, height: int, width: int) -> List[float]:
     cx, cy, w, h = row.box
     x0, y0 = (cx - w / 2) * width, (cy - h / 2) * height
     return [x0, y0, x0 + w * width, y0 + h * height]
+
+
+def _negative_box(row: _Row, height: int, width: int, label_file: Path, tally: _Tally):
+    box = _pixel_box(row, height, width)
+    problem = find_negative_box_problem(box, height, width)
+    if problem is not None:
+        tally.invalid_negative_boxes.append(f"{label_file} line {row.line} {row.text!r}: {problem}")
+    return box
 
 
 def _annotation(row: _Row, category_id: int, height: int, width: int, label_file, classes):
@@ -475,6 +487,7 @@ def load_yolo_with_negatives(
             f"{name_some(tally.malformed_rows)}. Fix or delete these lines."
         )
     _log_what_was_left_out(source, classes, tally)
+    _warn_about_invalid_negative_boxes(source, tally)
     log_composition(source, dataset_dicts, len(classes.chosen))
     return dataset_dicts
 
@@ -488,6 +501,15 @@ def _log_what_was_left_out(source: str, classes: _Classes, tally: _Tally) -> Non
         logger.info(
             f"{source}: left out {sum(tally.boxes_left_out.values())} boxes of the classes not "
             f"chosen: {dict(tally.boxes_left_out)}."
+        )
+
+
+def _warn_about_invalid_negative_boxes(source: str, tally: _Tally) -> None:
+    if tally.invalid_negative_boxes:
+        logger.warning(
+            f"{source}: {len(tally.invalid_negative_boxes)} invalid negative boxes, kept for the "
+            "mapper's HNM.DATA.INVALID_ANNOTATIONS policy (error or drop): "
+            f"{name_some(tally.invalid_negative_boxes)}. Fix these lines."
         )
 
 
