@@ -103,7 +103,9 @@ def final_training(run_dir: Path):
         return run_dir, json.loads((run_dir / "results.json").read_text())
     report = json.loads((run_dir / "mining" / "report.json").read_text())
     final = report["rounds"][-1] if "rounds" in report else report
-    return Path(final["training_dir"]), final["results"]
+    # The report holds the absolute path the run was made in; a run moved, or restored from
+    # benchmarks/records/, finds that training (mining/round_K or mining/online) in its own folder.
+    return run_dir / "mining" / Path(final["training_dir"]).name, final["results"]
 
 
 def _inference_dir(training_dir: Path) -> Path:

@@ -118,6 +118,19 @@ def test_a_mining_run_is_read_from_its_last_round_with_the_first_rounds_coco_cop
     assert [Path(f).name for f, _, _ in run.alarms(0.5)] == ["2.jpg"]
 
 
+def test_a_mining_run_moved_elsewhere_is_read_from_its_own_folder(audit, tmp_path):
+    """report.json names the absolute path the run was made in; a copy (benchmarks/records/)
+    restored under another path reads its own last round, not the one that path names."""
+    mining = tmp_path / "restored" / "mining"
+    write_training(mining / "round_0", [], 0.5)
+    write_training(mining / "round_1", [(3, [0, 0, 5, 5], 0.8)], 0.6, coco_copy=False)
+    elsewhere = tmp_path / "made_here" / "mining" / "round_1"  # not on disk any more
+    report = {"rounds": [{"training_dir": str(elsewhere), "results": {"negatives": {}}}]}
+    (mining / "report.json").write_text(json.dumps(report))
+    run = run_of(audit, tmp_path / "restored")
+    assert [Path(f).name for f, _, _ in run.alarms(0.5)] == ["3.jpg"]
+
+
 def test_a_verdicts_file_with_a_missing_verdict_is_refused(audit, tmp_path):
     path = tmp_path / "verdicts.json"
     path.write_text(json.dumps([{"file_name": "2.jpg", "box": [0, 0, 1, 1], "verdict": None}]))
