@@ -73,6 +73,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import presets  # noqa: E402
+import run_records  # noqa: E402
 from detectron2.data import DatasetCatalog  # noqa: E402
 from negative_audit import Run, final_training, load_verdicts, recount  # noqa: E402
 
@@ -428,6 +429,11 @@ def parse_args():
         "negatives (the pool); a row per share",
     )
     parser.add_argument("--output", default="output/bench_bccd")
+    parser.add_argument(
+        "--records",
+        help="a folder of run records (benchmarks/run_records.py): runs recorded there and not "
+        "finished in --output are restored and reused, and every finished run is recorded",
+    )
     parser.add_argument("--curve", action="store_true", help="AP50 against the iteration")
     parser.add_argument("--eval-period", type=int, default=250, help="with --curve")
     parser.add_argument(
@@ -458,6 +464,12 @@ def run_all(args, threads, rows):
     """Run (or reuse) every row and seed; returns label -> runs, label -> froc files."""
     suffix = "_curve" if args.curve else ""
     eval_period = args.eval_period if args.curve else 0
+    records = REPO / args.records if args.records else None
+    if records:
+        for restored in run_records.restore_records(
+            records, REPO / args.output / presets.data_label(args)
+        ):
+            sys.stderr.write(f"restored from {records}: {restored.name}\n")
 
     def run(row, seed):
         output_dir = run_dir(args, row, seed, suffix)
@@ -470,6 +482,8 @@ def run_all(args, threads, rows):
             (output_dir / "command.txt").write_text(" ".join(command) + "\n")
             seconds = run_one(command, output_dir / "benchmark.log", threads)
             timing.write_text(f"{seconds:.1f}")
+        if records and not run_records.record_path(records, output_dir).exists():
+            run_records.save_record(output_dir, records)
         sys.stderr.write(f"done: {row.label}, seed {seed}, {seconds:.0f} s\n")
         return row, seed, output_dir, seconds
 
