@@ -40,7 +40,9 @@ What each setting trains on, all with the same total budget of ``--iters`` itera
   share; each run trains it again.
 
 Resumable: a run whose output directory holds its time (seconds.txt) is reused, so the table
-can be completed over several sittings. ``--curve`` trains the given settings once with an
+can be completed over several sittings; with ``--records benchmarks/records`` every finished run
+is also kept as a record (benchmarks/run_records.py) and restored from there into a fresh
+checkout. ``--curve`` trains the given settings once with an
 evaluation every ``--eval-period`` iterations and plots AP50 against the iteration, to show
 the budget at which stock detectron2 has plateaued. ``--verdicts FILE`` adds the false alarms
 at recall 0.9 without those a person judged unannotated objects (benchmarks/negative_audit.py).
