@@ -159,10 +159,15 @@ AUDITED = ("FA/neg img @R0.9 audited", "audit", "fa_per_image@recall0.9", "{:.3f
 # ------------------------------------------------------------------------------- commands
 
 
+def data_output_dir(args):
+    """The folder of the data's runs, lists and tables, e.g. output/bench_bccd/txl_pbc_val."""
+    return REPO / args.output / presets.data_label(args)
+
+
 def data_flags(args):
     """Registration flags of the benchmark's training and test sets (and the training set's
     positive and negative subsets, for mining)."""
-    output_dir = REPO / args.output / presets.data_label(args)
+    output_dir = data_output_dir(args)
     flags = presets.registration_flags(args, TRAIN, TEST, output_dir)
     flags += ["--register-subset", f"{TRAIN}_positives", TRAIN, "positives"]
     flags += ["--register-subset", f"{TRAIN}_negatives", TRAIN, "negatives"]
@@ -254,7 +259,7 @@ def run_one(command, log_path, threads):
 
 def run_dir(args, row, seed, suffix=""):
     folder = f"{row.folder}{suffix}_seed{seed}"
-    return (REPO / args.output / presets.data_label(args) / folder).resolve()
+    return (data_output_dir(args) / folder).resolve()
 
 
 # --------------------------------------------------------------------------------- tables
@@ -468,9 +473,7 @@ def run_all(args, threads, rows):
     eval_period = args.eval_period if args.curve else 0
     records = REPO / args.records if args.records else None
     if records:
-        for restored in run_records.restore_records(
-            records, REPO / args.output / presets.data_label(args)
-        ):
+        for restored in run_records.restore_records(records, data_output_dir(args)):
             sys.stderr.write(f"restored from {records}: {restored.name}\n")
 
     def run(row, seed):
@@ -513,7 +516,7 @@ def main():
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     rows = table_rows(args)
     all_runs, froc_files = run_all(args, threads, rows)
-    out = REPO / args.output / presets.data_label(args)
+    out = data_output_dir(args)
     data = (
         "custom data"
         if args.dataset == "custom"
