@@ -38,6 +38,11 @@ What each setting trains on, all with the same total budget of ``--iters`` itera
   0.01): at share 1.0 both add all of those, a check that the pair agrees where there is
   nothing to choose. Round 0 is the same training (config and seed) for both and for every
   share; each run trains it again.
+- "+ N negatives mined, reviewed": "+ N negatives mined" with a person's verdicts on the images
+  it chose obeyed (``--mined-verdicts``, the review page's export; hnm_d2.engine.verdicts): the
+  images judged to hold a platelet or unsure leave training, the boxes judged false alarms train
+  as background. It starts from its mined twin's round 0 and round 1 selection (run that
+  setting first, with the same seed and share), so the pair differs only in the verdicts.
 
 Resumable: a run whose output directory holds its time (seconds.txt) is reused, so the table
 can be completed over several sittings; with ``--records benchmarks/records`` every finished run
@@ -54,12 +59,17 @@ at recall 0.9 without those a person judged unannotated objects (benchmarks/nega
     .venv/bin/python benchmarks/accuracy.py --dataset txl_pbc --split val --iters 2000 \
         --seeds 0 --settings "+ N negatives mined" "+ N negatives random" \
         --negatives-share 0.1 0.25 0.5 1.0 --output output/bench_txl
+    .venv/bin/python benchmarks/accuracy.py --dataset txl_pbc --split test --iters 2000 \
+        --seeds 0 --settings "+ N negatives mined" "+ N negatives mined, reviewed" \
+        --mined-verdicts benchmarks/audits/txl_pbc_test_mined_seed{seed}_verdicts.json \
+        --records benchmarks/records
 """
 
 import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,6 +111,8 @@ class Setting(NamedTuple):
     # of the pool at once, see the module docstring).
     mining: Optional[str] = None
     selection: str = "hardest"  # HNM.MINING.SELECTION of a "share" setting
+    # A "share" setting that obeys a person's verdicts on the images its mined twin chose.
+    reviewed: bool = False
 
 
 SETTINGS = {
@@ -121,7 +133,11 @@ SETTINGS = {
     "+ N negatives random": Setting(
         "configs/hnm_R18_FPN_cpu.yaml", mining="share", selection="random"
     ),
+    "+ N negatives mined, reviewed": Setting(
+        "configs/hnm_R18_FPN_cpu.yaml", mining="share", reviewed=True
+    ),
 }
+MINED = "+ N negatives mined"  # the setting whose chosen images a reviewed setting obeys on
 
 
 class Row(NamedTuple):
@@ -136,9 +152,11 @@ class Row(NamedTuple):
     @property
     def folder(self):
         """The name of the row's run folders (without the seed)."""
-        slug = self.setting.strip("+ ").replace(" (", "_").strip(")").replace(" ", "_")
-        slug = slug.replace("-", "_")
-        return slug if self.share is None else f"{slug}_share{self.share:g}"
+        name = self.setting.removesuffix(", reviewed")
+        slug = name.strip("+ ").replace(" (", "_").strip(")").replace(" ", "_").replace("-", "_")
+        if self.share is not None:
+            slug += f"_share{self.share:g}"
+        return slug + "_reviewed" if SETTINGS[self.setting].reviewed else slug
 
 
 METRICS = [
@@ -216,7 +234,7 @@ def table_rows(args):
 
 
 def command_for(row, seed, output_dir, args, eval_period=0):
-    config, opts, mining, selection = SETTINGS[row.setting]
+    config, opts, mining, selection, reviewed = SETTINGS[row.setting]
     common = ["--config-file", config, *data_flags(args)]
     schedule = schedule_opts(args.iters, seed, output_dir, eval_period) + EVAL_OPTS
     if not mining:
@@ -235,6 +253,8 @@ def command_for(row, seed, output_dir, args, eval_period=0):
     rounds, per_round, selection_flags = args.mining_rounds, args.mining_per_round, []
     if mining == "share":
         rounds, per_round, selection_flags = 1, row.count, ["--selection", selection]
+    if reviewed:
+        selection_flags += ["--verdicts", str(mined_verdicts_file(args, row, seed))]
     if mining == "online":
         schedule_flags = ["--online"]
     else:
@@ -260,6 +280,44 @@ def run_one(command, log_path, threads):
 def run_dir(args, row, seed, suffix=""):
     folder = f"{row.folder}{suffix}_seed{seed}"
     return (data_output_dir(args) / folder).resolve()
+
+
+# -------------------------------------------------------------------------- reviewed runs
+
+
+def mined_verdicts_file(args, row, seed):
+    """The verdicts a reviewed row's run obeys: ``--mined-verdicts`` for its seed and share."""
+    return REPO / args.mined_verdicts.format(seed=seed, share=f"{row.share:g}")
+
+
+def start_reviewed_run(args, row, seed, output_dir):
+    """Start a reviewed run where its mined twin (same seed and share) chose the images that
+    the verdicts judge: its round 1 selection, and its round 0 where the weights are kept (a
+    twin restored from a record has none: round 0 trains again, the same training)."""
+    verdicts = mined_verdicts_file(args, row, seed)
+    twin = run_dir(args, row._replace(setting=MINED), seed)
+    source, target = twin / "mining", output_dir / "mining"
+    if not verdicts.exists():
+        raise SystemExit(
+            f"{row.label}, seed {seed}: no verdicts file {verdicts} (--mined-verdicts). Judge the "
+            f"images on {source / 'review.html'}, export the verdicts and save them there."
+        )
+    if (target / "round_1_selection.json").exists():  # started in an earlier sitting
+        return
+    if not (source / "round_1_selection.json").exists():
+        raise SystemExit(
+            f"{row.label}, seed {seed}: {source / 'round_1_selection.json'} is missing, the "
+            f'images the verdicts judge. Run "{MINED}" with the same seed and share first.'
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    files = ["settings.json", "round_1_selection.json"]
+    if (source / "round_0" / "model_final.pth").exists():
+        shutil.copytree(source / "round_0", target / "round_0", dirs_exist_ok=True)
+        files.insert(0, "round_0.json")
+    for name in files:  # the selection last: it marks the start as done
+        # The twin's summaries name its own folder (weights, outputs): now this run's.
+        text = (source / name).read_text().replace(str(twin), str(output_dir))
+        (target / name).write_text(text)
 
 
 # --------------------------------------------------------------------------------- tables
@@ -424,7 +482,9 @@ def parse_args():
         )
     parser.add_argument("--iters", type=int, default=1500, help="training iterations per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    # By default every setting that needs no person: a reviewed one waits for their verdicts.
+    unattended = [name for name, setting in SETTINGS.items() if not setting.reviewed]
+    parser.add_argument("--settings", nargs="+", default=unattended, choices=list(SETTINGS))
     parser.add_argument("--mining-rounds", type=int, default=2)
     parser.add_argument("--mining-per-round", type=float, default=0.2)
     parser.add_argument(
@@ -434,6 +494,13 @@ def parse_args():
         default=[0.25],
         help='with "+ N negatives mined/random": N as shares in (0, 1] of the training '
         "negatives (the pool); a row per share",
+    )
+    parser.add_argument(
+        "--mined-verdicts",
+        metavar="FILE",
+        help='with "+ N negatives mined, reviewed": the verdicts on the images the mined run '
+        "chose, {seed} and {share} filled in, e.g. "
+        "benchmarks/audits/txl_pbc_test_mined_seed{seed}_verdicts.json",
     )
     parser.add_argument("--output", default="output/bench_bccd")
     parser.add_argument(
@@ -457,6 +524,9 @@ def parse_args():
     args = parser.parse_args()
     if (args.dataset == "custom") != bool(args.train and args.test):
         parser.error("--train and --test go together, with --dataset custom")
+    reviewed = [s for s in args.settings if SETTINGS[s].reviewed]
+    if reviewed and not args.mined_verdicts:
+        parser.error(f"{', '.join(reviewed)} needs --mined-verdicts")
     if not all(0 < share <= 1 for share in args.negatives_share):
         parser.error(f"--negatives-share {args.negatives_share}: give shares in (0, 1]")
     for spec in (args.train or []), (args.test or []):
@@ -483,6 +553,8 @@ def run_all(args, threads, rows):
         if timing.exists():  # finished in an earlier sitting: reuse, do not retrain
             seconds = float(timing.read_text())
         else:
+            if SETTINGS[row.setting].reviewed:
+                start_reviewed_run(args, row, seed, output_dir)
             command = command_for(row, seed, output_dir, args, eval_period)
             (output_dir / "command.txt").write_text(" ".join(command) + "\n")
             seconds = run_one(command, output_dir / "benchmark.log", threads)

@@ -1,7 +1,9 @@
-"""benchmarks/accuracy.py: what the "+ N negatives mined / random" settings run (the commands,
-not the trainings): one round on the positives, then N of the training negatives at a share of
-the pool, chosen by mining or at random, within the same budget as every other setting."""
+"""benchmarks/accuracy.py: what the "+ N negatives mined / random / mined, reviewed" settings
+run (the commands, not the trainings): one round on the positives, then N of the training
+negatives at a share of the pool, chosen by mining or at random, within the same budget as every
+other setting; the reviewed run obeys verdicts on its mined twin's choice, from that run's start."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -18,18 +20,36 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def share_rows(monkeypatch, tmp_path):
-    """The rows and parsed arguments of a command asking for the pair at two shares."""
+def rows_and_args(monkeypatch, tmp_path, settings, flags):
+    """The rows and parsed arguments of accuracy.py asked for ``settings`` with ``flags``."""
     argv = ["accuracy.py", "--iters", "1000", "--output", str(tmp_path), "--settings"]
-    argv += ["negatives kept", "+ N negatives mined", "+ N negatives random"]
-    monkeypatch.setattr(sys, "argv", argv + ["--negatives-share", "0.1", "1.0"])
+    monkeypatch.setattr(sys, "argv", argv + settings + flags)
     args = accuracy.parse_args()
-    yield accuracy.table_rows(args), args
+    return accuracy.table_rows(args), args
+
+
+@pytest.fixture(autouse=True)
+def forget_benchmark_datasets():
+    yield
     for name in list(DatasetCatalog.list()):  # registered to count the pool
         if name.startswith((accuracy.TRAIN, accuracy.TEST)):
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
+
+
+@pytest.fixture
+def share_rows(monkeypatch, tmp_path):
+    """The rows and parsed arguments of a command asking for the pair at two shares."""
+    settings = ["negatives kept", "+ N negatives mined", "+ N negatives random"]
+    return rows_and_args(monkeypatch, tmp_path, settings, ["--negatives-share", "0.1", "1.0"])
+
+
+@pytest.fixture
+def reviewed_rows(monkeypatch, tmp_path):
+    """The rows and arguments of a mined run and its reviewed twin at a share of 10%."""
+    settings = ["+ N negatives mined", "+ N negatives mined, reviewed"]
+    flags = ["--negatives-share", "0.1", "--mined-verdicts", str(tmp_path / "s{seed}_{share}.json")]
+    return rows_and_args(monkeypatch, tmp_path, settings, flags)
 
 
 def option(command, flag):
@@ -63,3 +83,64 @@ def test_mined_and_random_differ_in_the_choice_alone_within_the_same_budget(shar
     )
     assert option(mined, "DATASETS.TRAIN") == f'("{accuracy.TRAIN}_positives",)'
     assert option(mined, "--negative-pool") == f"{accuracy.TRAIN}_negatives"
+
+
+def test_the_reviewed_run_is_the_mined_run_obeying_the_verdicts_of_its_seed(reviewed_rows):
+    (mined, reviewed), args = reviewed_rows
+    assert (mined.folder, reviewed.folder) == (
+        "N_negatives_mined_share0.1",
+        "N_negatives_mined_share0.1_reviewed",  # the folder of the earlier hand-made runs
+    )
+    mined_command = accuracy.command_for(mined, 2, Path("out"), args)
+    reviewed_command = accuracy.command_for(reviewed, 2, Path("out"), args)
+    verdicts = str(Path(args.output) / "s2_0.1.json")
+    assert option(reviewed_command, "--verdicts") == verdicts
+    without = reviewed_command[:]
+    del without[without.index("--verdicts") : without.index("--verdicts") + 2]
+    assert without == mined_command
+
+
+def twin_run(args, row, seed, with_weights):
+    """A mined run stopped after choosing round 1's images: its files name its own folder."""
+    twin = accuracy.run_dir(args, row._replace(setting=accuracy.MINED), seed)
+    (twin / "mining" / "round_0").mkdir(parents=True)
+    if with_weights:
+        (twin / "mining" / "round_0" / "model_final.pth").write_bytes(b"weights")
+    weights = f"{twin}/mining/round_0/model_final.pth"
+    (twin / "mining" / "round_0.json").write_text(json.dumps({"weights": weights}))
+    (twin / "mining" / "round_1_selection.json").write_text(json.dumps({"scored_with": weights}))
+    (twin / "mining" / "settings.json").write_text(json.dumps({"per_round": 9.0}))
+    return twin
+
+
+@pytest.mark.parametrize("with_weights", [True, False])
+def test_a_reviewed_run_starts_from_its_twins_choice(reviewed_rows, with_weights):
+    (_, reviewed), args = reviewed_rows
+    twin_run(args, reviewed, 0, with_weights)
+    Path(args.output, "s0_0.1.json").write_text("{}")
+    output_dir = accuracy.run_dir(args, reviewed, 0)
+    accuracy.start_reviewed_run(args, reviewed, 0, output_dir)
+
+    mining = output_dir / "mining"
+    weights = f"{output_dir}/mining/round_0/model_final.pth"
+    selection = json.loads((mining / "round_1_selection.json").read_text())
+    assert selection == {"scored_with": weights}  # round 1 trains from this run's round 0
+    assert json.loads((mining / "settings.json").read_text()) == {"per_round": 9.0}
+    # Round 0 is reused where its weights are; else it trains again, the same training.
+    assert (mining / "round_0.json").exists() == with_weights
+    assert (mining / "round_0" / "model_final.pth").exists() == with_weights
+    if with_weights:
+        assert json.loads((mining / "round_0.json").read_text()) == {"weights": weights}
+
+
+def test_a_reviewed_run_without_its_verdicts_or_its_twins_choice_says_what_to_do(reviewed_rows):
+    (_, reviewed), args = reviewed_rows
+    output_dir = accuracy.run_dir(args, reviewed, 0)
+    with pytest.raises(SystemExit, match=r"no verdicts file .*s0_0\.1\.json.*review\.html"):
+        accuracy.start_reviewed_run(args, reviewed, 0, output_dir)
+    Path(args.output, "s0_0.1.json").write_text("{}")
+    with pytest.raises(
+        SystemExit, match=r'round_1_selection\.json is missing.*"\+ N negatives mined"'
+    ):
+        accuracy.start_reviewed_run(args, reviewed, 0, output_dir)
+    assert not (output_dir / "mining").exists()
