@@ -7,8 +7,10 @@ prints one table, mean and spread (sample standard deviation) over seeds: AP / A
 positive test images, AP on the whole test set, false alarms per negative test image at recall
 0.8 and 0.9 (the threshold that finds that share of the objects; "n/a" where a seed never
 reaches it, with the count of seeds that do) and at score 0.5, the log-average miss rate
-MR^-2, the share of negative test images with an alarm at 0.5, and the run time. It also draws
-the settings' FROC curves (recall averaged over seeds) in one PNG.
+MR^-2, the share of negative test images with an alarm at 0.5, and the run time. A second table
+gives each setting's operating points: the score of its recall-0.9 threshold and the recall at
+score 0.5, beside its alarms at both. It also draws the settings' FROC curves (recall averaged
+over seeds) in one PNG.
 
 Data (benchmarks/presets.py): ``--dataset bccd`` (the default), BCCD Platelets in its official
 splits; ``--dataset txl_pbc``, TXL-PBC Platelets, with a fixed 20% of its train split to choose
@@ -172,6 +174,15 @@ METRICS = [
 ]
 # With --verdicts: the alarms at recall 0.9 less those a person judged unannotated objects.
 AUDITED = ("FA/neg img @R0.9 audited", "audit", "fa_per_image@recall0.9", "{:.3f}")
+# Where each setting's recall-0.9 threshold falls, and what a fixed score of 0.5 finds and
+# fires: a mechanism that lowers every score, the objects' too, lowers that threshold and can
+# fire more at recall 0.9 while firing less at 0.5.
+OPERATING_POINT = [
+    ("score @R0.9", "negatives", "score@recall0.9", "{:.3f}"),
+    ("recall @0.5", "operating_point", "recall@0.5", "{:.3f}"),
+    ("FA/neg img @0.5", "negatives", "fa_per_image@0.5", "{:.3f}"),
+    ("FA/neg img @R0.9", "negatives", "fa_per_image@recall0.9", "{:.3f}"),
+]
 
 
 # ------------------------------------------------------------------------------- commands
@@ -386,6 +397,13 @@ def alarms_per_source(output_dir, test_json, recall=0.9):
     return {f"{source} ({count})": alarms[source] / count for source, count in negatives.items()}
 
 
+def recall_at_score(froc_file, score):
+    """The share of the test objects found by the detections scored >= ``score``."""
+    curve = load_curve(str(froc_file))
+    kept = curve.thresholds >= score  # thresholds run from the highest down
+    return float(curve.recall[kept][-1]) if kept.any() else 0.0
+
+
 def per_source_metrics(all_runs):
     """Columns of the per-source table: one per source in the runs' results."""
     sources = sorted(
@@ -577,9 +595,12 @@ def run_all(args, threads, rows):
             if verdicts is not None:
                 audit = audited_results(output_dir, verdicts, args.verdicts, test_json)
                 results = {**results, "audit": audit}
-            all_runs[row.label].append({"seed": seed, "seconds": seconds, "results": results})
             froc = training_dir / "inference" / TEST / "froc.json"
-            froc_files[row.label] += [froc] if froc.exists() else []
+            if froc.exists():
+                froc_files[row.label].append(froc)
+                operating_point = {"recall@0.5": recall_at_score(froc, 0.5)}
+                results = {**results, "operating_point": operating_point}
+            all_runs[row.label].append({"seed": seed, "seconds": seconds, "results": results})
     return all_runs, froc_files
 
 
@@ -614,6 +635,9 @@ def main():
     (out / "table.md").write_text(table + "\n")
     plot_settings_froc(froc_files, out / "froc.png")
     print(table)
+    operating_point = markdown_table(all_runs, OPERATING_POINT)
+    (out / "table_operating_point.md").write_text(operating_point + "\n")
+    print("\nOperating points:\n" + operating_point)
     if args.dataset == "txl_pbc":
         sources = markdown_table(all_runs, per_source_metrics(all_runs))
         (out / "table_per_source.md").write_text(sources + "\n")
