@@ -212,9 +212,11 @@ def _sheet(crops, path):
     sheet.save(path)
 
 
-def write_sheets(entries, runs, output: Path):
-    """Numbered crops of the entries without a verdict, and a sheet of annotated objects."""
-    for old_sheet in output.glob("candidates_*.png"):  # their numbers point into an older file
+def numbered_sheets(entries, output: Path, prefix):
+    """Crops of the entries ({"file_name", "box", "score", "verdict"}) without a verdict,
+    labelled with their index and score, PER_SHEET to a sheet ``<prefix>_<n>.png``; returns how
+    many. The earlier sheets of the prefix go: their numbers point into an older file."""
+    for old_sheet in output.glob(f"{prefix}_*.png"):
         old_sheet.unlink()
     todo = [(i, e) for i, e in enumerate(entries) if e["verdict"] is None]
     for start in range(0, len(todo), PER_SHEET):
@@ -222,7 +224,13 @@ def write_sheets(entries, runs, output: Path):
             _crop(e["file_name"], e["box"], f"#{i} {e['score']:.2f}", "lime")
             for i, e in todo[start : start + PER_SHEET]
         ]
-        _sheet(crops, output / f"candidates_{start // PER_SHEET}.png")
+        _sheet(crops, output / f"{prefix}_{start // PER_SHEET}.png")
+    return len(todo)
+
+
+def write_sheets(entries, runs, output: Path):
+    """Numbered crops of the entries without a verdict, and a sheet of annotated objects."""
+    todo = numbered_sheets(entries, output, "candidates")
     run = next((run for run in runs if run.objects), None)
     if run is not None:
         references = [
@@ -230,7 +238,7 @@ def write_sheets(entries, runs, output: Path):
             for o in run.objects[:PER_SHEET]
         ]
         _sheet(references, output / "annotated_objects.png")
-    return len(todo)
+    return todo
 
 
 def recall_floor(runs, recall):
